@@ -1,0 +1,48 @@
+# fedbone — the two commands: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedbone-installed
+TORCH_VERSION ?= 2.13.0
+# Where no GPU is present the CPU build of torch is pinned (torch==X+cpu), so a
+# CUDA build is never pulled by accident. If your pip cannot already see a CPU
+# wheel, point it at one, e.g.
+#   make test TORCH_CPU_INDEX='--extra-index-url https://download.pytorch.org/whl/cpu'
+TORCH_CPU_INDEX ?=
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "GPU found: installing the CUDA build of torch $(TORCH_VERSION)"; \
+	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"; \
+	else \
+	  echo "no GPU: installing the CPU build of torch $(TORCH_VERSION)"; \
+	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)+cpu" $(TORCH_CPU_INDEX) \
+	  || $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(TORCH_CPU_INDEX); \
+	fi
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/fedbone demo --out $(DEMO_DIR)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check fedbone sites server tests bench
+	$(VENV)/bin/ruff format --check fedbone sites server tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/bench_data.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
