@@ -1,0 +1,1 @@
+"""Data layer: NM DICOM reading, preprocessing, manifests, caches, phantoms."""
