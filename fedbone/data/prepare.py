@@ -279,6 +279,19 @@ def _report_text(
     return "\n".join(lines) + "\n"
 
 
+def _warn_if_cropped(record: CacheRecord) -> None:
+    for view in record.views:
+        if view.cropped_fraction > CROP_WARNING_FRACTION:
+            logger.warning(
+                "%s (%s): the %s view lost %.1f%% of its counts to the canvas; "
+                "check the pixel spacing or use a larger canvas",
+                record.scan_id,
+                record.scan_file,
+                view.view,
+                100 * view.cropped_fraction,
+            )
+
+
 def _stream_scans(
     writer: CacheWriter, tasks: Sequence[_Task], workers: int, progress: bool
 ) -> list[QuarantineEntry]:
@@ -290,6 +303,7 @@ def _stream_scans(
                 logger.warning("quarantined %s: %s", outcome.scan_file, outcome.codes)
                 quarantined.append(outcome)
             else:
+                _warn_if_cropped(outcome[1])
                 writer.append(*outcome)
             bar.update()
     return quarantined

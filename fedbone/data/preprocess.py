@@ -21,8 +21,8 @@ The steps, per view, follow SCIENCE.md (Haberl et al. 2025):
    the canvas top. Rows that fall below the canvas bottom (the feet) are cropped;
    missing rows are zero. Horizontally, the count-weighted column centroid is
    placed on the canvas centre column, cropping or zero-padding on both sides as
-   needed. When cropping removes more than 3 % of the view's counts a warning is
-   logged and the fraction is returned by :func:`fit_to_canvas`.
+   needed. The fraction of counts cropped away is returned (:func:`fit_to_canvas`,
+   :func:`preprocess_with_report`); ``prepare`` warns when it exceeds 10 %.
 5. **Normalise**: divide by the clip level and clip to ``[0, 1]``.
 
 With ``ViewMode.BOTH`` the anterior canvas is on the left and the (mirrored)
@@ -58,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CROP_WARNING_FRACTION = 0.03
+CROP_WARNING_FRACTION = 0.10
 """Share of a view's counts a crop may remove before a warning is logged."""
 
 _BODY_ROW_FRACTION = 0.05
@@ -436,7 +436,9 @@ def preprocess_with_report(scan: NMScan, spec: PreprocessSpec) -> PreprocessedSc
         placement = _placement(resampled, height, width)
         cropped[view] = placement.cropped_fraction
         if placement.cropped_fraction > CROP_WARNING_FRACTION:
-            logger.warning(
+            # Callers get the fraction back; prepare warns once per scan in the
+            # parent process (worker processes have no log handlers).
+            logger.debug(
                 "%s: the %s view lost %.1f%% of its counts to the %dx%d canvas",
                 source,
                 view.value,

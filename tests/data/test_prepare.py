@@ -252,3 +252,20 @@ def test_damaged_cache_is_rebuilt_instead_of_reused(site: Path, tmp_path: Path) 
     assert not again.reused
     assert again.content_hash == first.content_hash
     assert SiteCache.open(cache_dir, verify=True).content_hash == first.content_hash
+
+
+def test_a_scan_cropped_by_the_canvas_is_warned_about_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_good_scan(tmp_path / "tall.dcm", seed=3)
+    (tmp_path / "manifest.csv").write_text(f"{COLUMNS}\nt0,tall.dcm,P3,train,0,0,,,\n")
+    half_height = PreprocessSpec(spacing_mm=4.0, canvas_height=64, canvas_width=32)
+
+    report = prepare_site_cache(
+        tmp_path / "manifest.csv", tmp_path / "cache", half_height
+    )
+
+    summary = json.loads((tmp_path / "cache" / "prepare-report.json").read_text())
+    assert report.n_cached == 1
+    assert "t0 (tall.dcm): the anterior view lost" in caplog.text
+    assert summary["scans_cropped_over_threshold"] == 1
