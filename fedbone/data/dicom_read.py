@@ -27,13 +27,13 @@ import re
 import warnings
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from fedbone.data.dicom_values import as_list
 from fedbone.data.scan import NMScan, ScanMetadata, ScanView, View
 from fedbone.data.view_identification import FrameView, identify_frame_views
 from fedbone.errors import DicomError, Problem
@@ -339,7 +339,7 @@ def _tracer(ds: Dataset) -> str | None:
 
 
 def _spacing(ds: Dataset) -> tuple[float, float] | None:
-    values = _as_list(ds.get("PixelSpacing"))
+    values = as_list(ds.get("PixelSpacing"))
     try:
         spacing = tuple(float(value) for value in values)
     except (TypeError, ValueError):
@@ -375,14 +375,6 @@ def _header_int(ds: Dataset, keyword: str, default: int) -> int:
     """Return an integer element, or ``default`` when absent or malformed."""
     number = _number(ds.get(keyword))
     return int(number) if number else default
-
-
-def _as_list(value: object) -> list[Any]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
-        return [value]
-    return list(value)
 
 
 def _transfer_syntax(ds: Dataset) -> UID:

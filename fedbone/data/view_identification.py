@@ -33,6 +33,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from fedbone.data.dicom_values import as_list
 from fedbone.data.scan import View, ViewSource
 from fedbone.errors import Problem
 
@@ -174,7 +175,7 @@ def identify_frame_views(
     """
     count = _frame_count(ds)
     detectors = list(ds.get("DetectorInformationSequence", None) or [])
-    numbers = [int(value) for value in _as_list(ds.get("DetectorVector"))]
+    numbers = [int(value) for value in as_list(ds.get("DetectorVector"))]
     if len(numbers) != count:
         numbers = list(range(1, count + 1))
     views: list[View | None] = []
@@ -183,10 +184,10 @@ def identify_frame_views(
     for number in numbers:
         item = detectors[number - 1] if 0 < number <= len(detectors) else Dataset()
         codes = item.get("ViewCodeSequence", None) or []
-        cosines = _as_list(item.get("ImageOrientationPatient"))
+        cosines = as_list(item.get("ImageOrientationPatient"))
         if count == 1:
             codes = codes or ds.get("ViewCodeSequence", None) or []
-            cosines = cosines or _as_list(ds.get("ImageOrientationPatient"))
+            cosines = cosines or as_list(ds.get("ImageOrientationPatient"))
         views.append(view_from_code_sequence(codes))
         orientation = orientation_from_cosines(_floats(cosines))
         if orientation is None and count == 1:
@@ -345,7 +346,7 @@ def _unknown_view(reason: str) -> Problem:
 
 
 def _patient_orientation(ds: Dataset) -> tuple[str, str] | None:
-    values = [str(value) for value in _as_list(ds.get("PatientOrientation"))]
+    values = [str(value) for value in as_list(ds.get("PatientOrientation"))]
     return (values[0], values[1]) if len(values) == 2 and all(values) else None
 
 
@@ -362,14 +363,6 @@ def _floats(values: list[Any]) -> list[float]:
         return [float(value) for value in values]
     except (TypeError, ValueError):
         return []
-
-
-def _as_list(value: object) -> list[Any]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
-        return [value]
-    return list(value)
 
 
 def orientation_from_cosines(cosines: Sequence[float]) -> tuple[str, str] | None:

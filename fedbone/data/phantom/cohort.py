@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fedbone.data.dicom_write import NMHeader, write_nm_whole_body
+from fedbone.data.manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from fedbone.data.phantom.plan import ScanPlan, plan_site_cohort, scan_seed_sequence
 from fedbone.data.phantom.synthesize import SyntheticScan, synthesize_views
 from fedbone.data.scan import View
@@ -37,20 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Manifest columns always written, in order; outcome columns follow.
-MANIFEST_COLUMNS = (
-    "scan_id",
-    "scan_file",
-    "patient_id",
-    "split",
-    "label_bm",
-    "label_ca",
-    "perugini_grade",
-    "age",
-    "sex",
-    "study_date",
-    "tracer",
-    "scanner",
-)
+MANIFEST_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 _CHUNK = 8
 
 
