@@ -1,0 +1,263 @@
+"""Message kinds, study phases, and what a site's reply of each kind may hold.
+
+The table :data:`REPLY_SPECS` is the whole egress policy in data: for every
+message type a site answers, which records may go back, of which record type,
+with which keys, and which value rule their values must pass (the rules
+themselves live in :mod:`fedbone.federation.egress`). A new kind of exchange is
+one :class:`ReplySpec` entry here, plus a :class:`ValueRule` only when none of
+the existing ones fits.
+
+Record names and keys are templates: ``{model}`` stands for the ``<name>`` of a
+``model-<name>`` record in the request (so a site can only name what the server
+named), ``{name}`` for any short kebab-case token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from itertools import product
+
+__all__ = [
+    "CENSUS_KEYS",
+    "CONFIG_RECORD",
+    "EVALUATE",
+    "MODEL_RECORD_PREFIX",
+    "PHASE_CENSUS",
+    "PHASE_REPORT",
+    "PHASE_TRAIN",
+    "PHASE_VALIDATE",
+    "QUERY_CENSUS",
+    "QUERY_PAIRED",
+    "QUERY_VALIDATE",
+    "REPLY_SPECS",
+    "SPLITS",
+    "SUPPRESSED_KEYS",
+    "SUPPRESSED_RECORD",
+    "TASKS",
+    "TRAIN",
+    "RecordSpec",
+    "RecordType",
+    "ReplySpec",
+    "ValueRule",
+    "template_matches",
+]
+
+PHASE_CENSUS = "census"
+PHASE_TRAIN = "train"
+PHASE_VALIDATE = "validate"
+PHASE_REPORT = "report"
+
+TRAIN = "train"
+EVALUATE = "evaluate"
+QUERY_CENSUS = "query.census"
+QUERY_VALIDATE = "query.validate"
+QUERY_PAIRED = "query.paired_components"
+
+CONFIG_RECORD = "config"
+"""The ConfigRecord every server-to-site message carries (phase, task, run-name)."""
+
+MODEL_RECORD_PREFIX = "model-"
+"""Request records named ``model-<name>`` declare the models ``{model}`` can be."""
+
+SUPPRESSED_RECORD = "suppressed"
+"""ConfigRecord the guard adds to list small-cell-suppressed keys; never a site's."""
+
+SUPPRESSED_KEYS = "keys"
+
+SPLITS = ("train", "val", "test")
+TASKS = ("bm", "ca")
+
+CENSUS_KEYS = frozenset(
+    [f"n-{split}" for split in SPLITS]
+    + [
+        f"n-{split}-{task}-{label}"
+        for split, task, label in product(SPLITS, TASKS, ("pos", "neg"))
+    ]
+)
+
+_NAME_TOKEN = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"
+_PLACEHOLDER = re.compile(r"\{(model|name)\}")
+
+
+class RecordType(StrEnum):
+    """The three Flower record types, named as fedbone messages say them."""
+
+    ARRAYS = "ArrayRecord"
+    METRICS = "MetricRecord"
+    CONFIG = "ConfigRecord"
+
+
+class ValueRule(StrEnum):
+    """What the values of a record must be (enforced by the egress guard)."""
+
+    MIRROR_REQUEST = "mirror-request"
+    """Arrays: exactly the keys, shapes and dtypes of the same-named request record."""
+    SCALARS = "scalars"
+    """Metrics: int or float scalars (nan allowed), never lists."""
+    COUNTS = "counts"
+    """Metrics: non-negative int counts; small cells are suppressed."""
+    HISTOGRAMS = "histograms"
+    """Metrics: list[int] bin counts with at least the guard's minimum of bins."""
+    SHORT_STRINGS = "short-strings"
+    """Config: short str values (identifiers and hashes)."""
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """One record a reply may hold.
+
+    Parameters
+    ----------
+    name
+        Record name or template (``metrics-{model}``).
+    record_type
+        The Flower record type it must be.
+    rule
+        The rule its values must pass.
+    keys
+        Allowed keys or key templates; ignored for :attr:`ValueRule.MIRROR_REQUEST`
+        (the request decides the keys).
+    """
+
+    name: str
+    record_type: RecordType
+    rule: ValueRule
+    keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ReplySpec:
+    """Everything a site's reply to one message type may contain.
+
+    Parameters
+    ----------
+    kind
+        The Flower message type (``train``, ``query.census``...).
+    records
+        The records allowed in the reply; anything else is refused.
+    """
+
+    kind: str
+    records: tuple[RecordSpec, ...]
+
+
+@lru_cache(maxsize=256)
+def _template_pattern(template: str) -> re.Pattern[str]:
+    parts = _PLACEHOLDER.split(template)
+    # split() interleaves literal text with the captured placeholder names
+    pattern = _NAME_TOKEN.join(re.escape(part) for part in parts[0::2])
+    return re.compile(pattern)
+
+
+def template_matches(template: str, name: str, models: Collection[str]) -> bool:
+    """Whether ``name`` is one of the names ``template`` allows.
+
+    Parameters
+    ----------
+    template
+        A record name or key, possibly with ``{model}`` / ``{name}`` slots.
+    name
+        The concrete name found in a reply.
+    models
+        The model names the request declared (``model-<name>`` records); a
+        ``{model}`` slot only accepts one of these.
+    """
+    if "{model}" not in template:
+        return _template_pattern(template).fullmatch(name) is not None
+    slots = template.count("{model}")
+    for chosen in product(sorted(models), repeat=slots):
+        concrete = template
+        for model in chosen:
+            concrete = concrete.replace("{model}", model, 1)
+        if _template_pattern(concrete).fullmatch(name):
+            return True
+    return False
+
+
+_TRAIN_METRICS = frozenset(
+    {"num-examples", "train-loss", "val-loss", "val-auc", "epochs", "seconds"}
+)
+_EVALUATE_METRICS = frozenset({"num-examples", "val-loss", "val-auc"})
+_SITE_KEYS = frozenset(
+    {"site-id", "role", "config-sha256", "spec-fingerprint", "cache-hash"}
+)
+_VALIDATION_METRICS = frozenset(
+    {"n", "n-pos", "n-neg"}
+    | {
+        f"{measure}{bound}"
+        for measure in ("auc", "sensitivity", "specificity")
+        for bound in ("", "-low", "-high")
+    }
+)
+_DELONG_KEYS = frozenset({"difference", "se", "z", "p-value"})
+
+REPLY_SPECS: Mapping[str, ReplySpec] = {
+    spec.kind: spec
+    for spec in (
+        ReplySpec(
+            TRAIN,
+            (
+                RecordSpec("arrays", RecordType.ARRAYS, ValueRule.MIRROR_REQUEST),
+                RecordSpec(
+                    "metrics", RecordType.METRICS, ValueRule.SCALARS, _TRAIN_METRICS
+                ),
+            ),
+        ),
+        ReplySpec(
+            EVALUATE,
+            (
+                RecordSpec(
+                    "metrics", RecordType.METRICS, ValueRule.SCALARS, _EVALUATE_METRICS
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_CENSUS,
+            (
+                RecordSpec(
+                    "site", RecordType.CONFIG, ValueRule.SHORT_STRINGS, _SITE_KEYS
+                ),
+                RecordSpec("census", RecordType.METRICS, ValueRule.COUNTS, CENSUS_KEYS),
+            ),
+        ),
+        ReplySpec(
+            QUERY_VALIDATE,
+            (
+                RecordSpec(
+                    "metrics-{model}",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    _VALIDATION_METRICS,
+                ),
+                RecordSpec(
+                    "histograms-{model}",
+                    RecordType.METRICS,
+                    ValueRule.HISTOGRAMS,
+                    frozenset({"positives", "negatives"}),
+                ),
+                RecordSpec(
+                    "paired-{model}-vs-{model}",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    _DELONG_KEYS,
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_PAIRED,
+            (
+                RecordSpec(
+                    "components-{model}-vs-{model}",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    frozenset({"n-pos", "n-neg", "sum-{name}"}),
+                ),
+            ),
+        ),
+    )
+}
+"""Reply rules per message type; a message type missing here is refused."""

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from federation_messages import config, context, request
+from flwr.app import Message, RecordDict
+
+from fedbone.errors import ConfigError
+from fedbone.federation.site_context import (
+    guard_and_log_for,
+    load_site_for,
+    resolve_site_config_path,
+)
+
+
+def _site_yaml(folder: Path, site_id: str, threshold: int = 5) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.csv").write_text("scan_id\n")
+    path = folder / "site.yaml"
+    path.write_text(
+        f"site: {{id: {site_id}}}\n"
+        "data: {manifest: manifest.csv}\n"
+        f"privacy: {{small_cell_threshold: {threshold}}}\n"
+        "egress_log: logs/egress.jsonl\n"
+    )
+    return path
+
+
+def _census(**extra: object) -> Message:
+    return request("query.census", RecordDict({"config": config("census", **extra)}))
+
+
+def test_deployment_reads_the_path_from_node_config(tmp_path: Path) -> None:
+    path = _site_yaml(tmp_path / "vienna", "vienna")
+
+    resolved = resolve_site_config_path(
+        _census(), context(**{"site-config": str(path)})
+    )
+
+    assert resolved == path
+
+
+def test_simulation_picks_the_partitions_entry(tmp_path: Path) -> None:
+    paths = [_site_yaml(tmp_path / s, s) for s in ("vienna", "brescia")]
+    message = _census(**{"sim-site-configs": [str(p) for p in paths]})
+
+    site = load_site_for(message, context(**{"partition-id": 1}))
+
+    assert site.site_id == "brescia"
+
+
+def test_missing_site_config_says_how_to_configure(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--node-config site-config=") as caught:
+        resolve_site_config_path(_census(), context())
+
+    assert caught.value.codes == ["missing-site-config"]
+
+
+def test_partition_without_an_entry_is_an_error(tmp_path: Path) -> None:
+    message = _census(**{"sim-site-configs": [str(tmp_path / "a.yaml")]})
+
+    with pytest.raises(ConfigError, match="partition-id 3"):
+        resolve_site_config_path(message, context(**{"partition-id": 3}))
+    with pytest.raises(ConfigError, match="sim-site-configs"):
+        resolve_site_config_path(_census(), context(**{"partition-id": 0}))
+
+
+def test_site_config_is_cached_until_the_file_changes(tmp_path: Path) -> None:
+    path = _site_yaml(tmp_path / "site", "vienna", threshold=5)
+    node = context(**{"site-config": str(path)})
+
+    first = load_site_for(_census(), node)
+    again = load_site_for(_census(), node)
+    _site_yaml(tmp_path / "site", "vienna", threshold=9)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    edited = load_site_for(_census(), node)
+
+    assert again is first
+    assert edited.privacy.small_cell_threshold == 9
+
+
+def test_guard_and_log_follow_the_site_config(tmp_path: Path) -> None:
+    path = _site_yaml(tmp_path / "site", "vienna", threshold=11)
+
+    guard, log = guard_and_log_for(_census(), context(**{"site-config": str(path)}))
+
+    assert guard.small_cell_threshold == 11
+    assert log.path == (tmp_path / "site" / "logs" / "egress.jsonl").resolve()
