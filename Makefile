@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 # wheel, point it at one, e.g.
 #   make test TORCH_CPU_INDEX='--extra-index-url https://download.pytorch.org/whl/cpu'
 TORCH_CPU_INDEX ?=
-DEMO_DIR ?= runs/demo
+DEMO_CONFIG ?= configs/simulation.yaml
 
 .PHONY: install demo test lint bench clean
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/fedbone demo --out $(DEMO_DIR)
+	$(VENV)/bin/fedbone simulate $(DEMO_CONFIG)
 
 test: install
 	$(PY) -m pytest -q

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,17 +98,18 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_inspect)
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "demo",
-        help="phantom federation A-F, prepared with the CPU profile, summarised",
+        "simulate",
+        help="run a whole study on simulated phantom sites (Flower simulation)",
+        description=(
+            "Make the phantom sites of the study's 'simulation' block if absent, "
+            "prepare every site's cache, and run the study's phases through "
+            "Flower's simulation runtime. Results go to <runs_dir>/<name>-<time>/."
+        ),
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--scale", type=float, default=0.004)
-    p.add_argument("--min-scans", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
-    p.set_defaults(func=_cmd_demo)
+    p.add_argument("study", type=Path, help="study YAML, e.g. configs/simulation.yaml")
+    p.set_defaults(func=_cmd_simulate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phantom(sub)
     _add_prepare(sub)
     _add_inspect(sub)
-    _add_demo(sub)
+    _add_simulate(sub)
     return parser
 
 
@@ -210,46 +210,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from fedbone.data.demo_summary import summarise_site_cache
-    from fedbone.data.phantom_sites import write_phantom_federation
-    from fedbone.data.prepare import prepare_site_cache
-    from fedbone.profiles import profile_spec
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from fedbone.study_config import load_study_config
+    from server.simulation import simulate_study
 
-    started = time.perf_counter()
-    spec = profile_spec("cpu")
-    logger.info("1/2 writing phantom cohorts for sites %s", ", ".join(PHANTOM_SITES))
-    sites = write_phantom_federation(
-        args.out,
-        sites=PHANTOM_SITES,
-        spec=spec,
-        scale=args.scale,
-        min_scans=args.min_scans,
-        seed=args.seed,
-        workers=args.workers,
-        progress=_show_progress(),
-    )
-    logger.info(
-        "2/2 preparing every site's cache (%s)",
-        "x".join(str(v) for v in spec.output_shape),
-    )
-    rows = []
-    for site in sites:
-        report = prepare_site_cache(
-            site.folder / "manifest.csv",
-            site.folder / "cache",
-            spec,
-            workers=args.workers,
-            progress=_show_progress(),
-        )
-        _log_prepare_report(site.site_id, report)
-        rows.append(summarise_site_cache(site.site_id, report.cache_dir))
-    from fedbone.data.demo_summary import format_summary_table
-
-    sys.stdout.write(format_summary_table(rows) + "\n")
+    study = load_study_config(args.study)
+    outcome = simulate_study(study)
     sys.stdout.write(
-        f"demo finished in {time.perf_counter() - started:.1f} s; "
-        f"site folders under {args.out}\n"
+        f"\nstudy {study.name!r} finished in {outcome.seconds:.0f} s; "
+        f"results, report.html and models in {outcome.run_dir}\n"
     )
     return 0
 
@@ -265,6 +234,8 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
+    # Flower logs through its own handler; do not print its lines twice.
+    logging.getLogger("flwr").propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,9 @@ Example (``configs/site.example.yaml`` documents every key)::
       canvas: [1024, 256]         # height, width of one view
       views: anterior             # anterior | posterior | both
       clip_percentile: 99.5
+    privacy:
+      small_cell_threshold: 5     # counts 1..4 never leave the site
+    egress_log: egress-log.jsonl  # every outgoing message, appended
     device: auto                  # auto | cpu | cuda
 """
 
@@ -41,6 +44,8 @@ from fedbone.errors import ConfigError, Problem
 __all__ = [
     "DataSettings",
     "Device",
+    "PrivacySettings",
+    "SettingsCollector",
     "SiteConfig",
     "SiteRole",
     "load_site_config",
@@ -79,6 +84,13 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """What the site lets out; decided by the site, never by the study."""
+
+    small_cell_threshold: int = 5
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """One hospital's configuration (see the module docstring for the YAML)."""
 
@@ -87,27 +99,39 @@ class SiteConfig:
     data: DataSettings
     preprocessing: PreprocessSpec = field(default_factory=PreprocessSpec)
     device: Device = Device.AUTO
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    egress_log: Path = Path("egress-log.jsonl")
     source: Path | None = None
 
 
 _ALLOWED: dict[str, set[str]] = {
-    "": {"site", "data", "preprocessing", "device"},
+    "": {"site", "data", "preprocessing", "device", "privacy", "egress_log"},
     "site": {"id", "role"},
     "data": {"manifest", "cache_dir", "default_view", "workers"},
     "preprocessing": {"spacing_mm", "canvas", "views", "clip_percentile"},
+    "privacy": {"small_cell_threshold"},
 }
 
 
-class _Collector:
-    """Gathers problems while reading a nested mapping."""
+class SettingsCollector:
+    """Reads a nested settings mapping, gathering every problem found.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    allowed
+        For each section name (``""`` for the top level), the keys it may hold.
+    """
+
+    def __init__(self, allowed: Mapping[str, set[str]]) -> None:
+        self.allowed = allowed
         self.problems: list[Problem] = []
 
     def add(self, code: str, where: str, message: str) -> None:
+        """Record one problem at ``where``."""
         self.problems.append(Problem(code, message, where))
 
     def section(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        """Return the mapping under ``name`` (empty if absent), checking its keys."""
         value = raw.get(name, {})
         if value is None:
             return {}
@@ -118,7 +142,8 @@ class _Collector:
         return value
 
     def unknown_keys(self, raw: Mapping[str, Any], section: str) -> None:
-        allowed = _ALLOWED[section]
+        """Record every key of ``raw`` that ``section`` does not allow."""
+        allowed = self.allowed[section]
         for key in raw:
             if key not in allowed:
                 where = f"{section}.{key}" if section else str(key)
@@ -131,6 +156,7 @@ class _Collector:
     def choice(
         self, raw: Mapping[str, Any], key: str, where: str, enum: type[_E], default: _E
     ) -> _E:
+        """Return ``raw[key]`` as a member of ``enum``, or ``default``."""
         value = raw.get(key)
         if value is None:
             return default
@@ -150,6 +176,7 @@ class _Collector:
         low: float,
         high: float,
     ) -> float:
+        """Return ``raw[key]`` as a number within ``[low, high]``, or ``default``."""
         value = raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.add("wrong-type", where, f"expected a number, got {value!r}")
@@ -165,7 +192,7 @@ def _resolve(path_value: Any, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path)
 
 
-def _read_site(c: _Collector, raw: Mapping[str, Any]) -> tuple[str, SiteRole]:
+def _read_site(c: SettingsCollector, raw: Mapping[str, Any]) -> tuple[str, SiteRole]:
     site = c.section(raw, "site")
     site_id = str(site.get("id", "")).strip()
     if not site_id:
@@ -180,7 +207,9 @@ def _read_site(c: _Collector, raw: Mapping[str, Any]) -> tuple[str, SiteRole]:
     return site_id, role
 
 
-def _read_data(c: _Collector, raw: Mapping[str, Any], base_dir: Path) -> DataSettings:
+def _read_data(
+    c: SettingsCollector, raw: Mapping[str, Any], base_dir: Path
+) -> DataSettings:
     data = c.section(raw, "data")
     manifest = Path()
     if "manifest" not in data:
@@ -208,7 +237,7 @@ def _read_data(c: _Collector, raw: Mapping[str, Any], base_dir: Path) -> DataSet
     return DataSettings(manifest, cache_dir, default_view, int(workers))
 
 
-def _read_preprocessing(c: _Collector, raw: Mapping[str, Any]) -> PreprocessSpec:
+def _read_preprocessing(c: SettingsCollector, raw: Mapping[str, Any]) -> PreprocessSpec:
     pre = c.section(raw, "preprocessing")
     defaults = PreprocessSpec()
     spacing = c.number(
@@ -262,14 +291,28 @@ def site_config_from_mapping(
         raise ConfigError(
             subject, [Problem("wrong-type", "the file must hold a YAML mapping")]
         )
-    c = _Collector()
+    c = SettingsCollector(_ALLOWED)
     c.unknown_keys(raw, "")
     site_id, role = _read_site(c, raw)
     data = _read_data(c, raw, base_dir)
     spec = _read_preprocessing(c, raw)
     device = c.choice(raw, "device", "device", Device, Device.AUTO)
+    privacy = c.section(raw, "privacy")
+    threshold = c.number(
+        privacy, "small_cell_threshold", "privacy.small_cell_threshold", 5, 1, 1000
+    )
+    egress_log = _resolve(raw.get("egress_log", "egress-log.jsonl"), base_dir)
     ConfigError.raise_if_any(subject, c.problems)
-    return SiteConfig(site_id, role, data, spec, device, source)
+    return SiteConfig(
+        site_id,
+        role,
+        data,
+        spec,
+        device,
+        PrivacySettings(int(threshold)),
+        egress_log,
+        source,
+    )
 
 
 def load_site_config(path: str | Path) -> SiteConfig:
@@ -326,6 +369,8 @@ def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str
             "views": spec.views.value,
             "clip_percentile": spec.clip_percentile,
         },
+        "privacy": {"small_cell_threshold": config.privacy.small_cell_threshold},
+        "egress_log": rel(config.egress_log),
         "device": config.device.value,
     }
 

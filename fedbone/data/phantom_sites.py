@@ -14,7 +14,12 @@ from fedbone.config import DataSettings, SiteConfig, SiteRole, write_site_config
 from fedbone.data.phantom import generate_site_cohort
 from fedbone.data.spec import PreprocessSpec
 
-__all__ = ["DEFAULT_ROLES", "PhantomSite", "write_phantom_federation"]
+__all__ = [
+    "DEFAULT_ROLES",
+    "PhantomSite",
+    "ensure_phantom_federation",
+    "write_phantom_federation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +101,7 @@ def write_phantom_federation(
                 workers=workers,
             ),
             preprocessing=spec,
+            egress_log=folder / "egress-log.jsonl",
         )
         config_path = write_site_config(config, folder / "site.yaml")
         made.append(
@@ -109,3 +115,41 @@ def write_phantom_federation(
             folder,
         )
     return made
+
+
+def ensure_phantom_federation(
+    out_dir: Path,
+    *,
+    sites: list[str],
+    spec: PreprocessSpec,
+    scale: float,
+    min_scans: int,
+    seed: int,
+    workers: int,
+    progress: bool = False,
+) -> list[Path]:
+    """Return the site configs of a phantom federation, generating missing sites.
+
+    A site folder that already holds ``site.yaml`` and ``manifest.csv`` is
+    reused as it is (delete it to regenerate), so repeated simulations start
+    in seconds.
+    """
+    configs = []
+    for site in sites:
+        folder = out_dir / f"site-{site}"
+        if not (
+            (folder / "site.yaml").is_file() and (folder / "manifest.csv").is_file()
+        ):
+            write_phantom_federation(
+                out_dir,
+                sites=[site],
+                spec=spec,
+                scale=scale,
+                min_scans=min_scans,
+                seed=seed,
+                workers=workers,
+                previews=2,
+                progress=progress,
+            )
+        configs.append(folder / "site.yaml")
+    return configs

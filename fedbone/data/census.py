@@ -1,0 +1,65 @@
+"""What a site tells the study about its data: counts, never records.
+
+The census lets the coordinating centre check the federation before anything
+trains: every site prepared its scans the same way (spec fingerprint), has the
+splits and labels the study needs, and runs the same configuration. Counts of
+1..k-1 are suppressed on the way out by the egress guard, not here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedbone.config import SiteConfig
+from fedbone.data.cache import SiteCache
+
+__all__ = ["SPLITS", "TASKS", "SiteCensus", "take_census"]
+
+SPLITS = ("train", "val", "test")
+TASKS = ("bm", "ca")
+
+
+@dataclass(frozen=True)
+class SiteCensus:
+    """A site's identity and data counts."""
+
+    site_id: str
+    role: str
+    config_sha256: str
+    spec_fingerprint: str
+    cache_hash: str
+    counts: dict[str, int]
+
+
+def _file_sha256(config: SiteConfig) -> str:
+    if config.source is None:
+        return ""
+    return hashlib.sha256(config.source.read_bytes()).hexdigest()
+
+
+def take_census(config: SiteConfig, cache: SiteCache) -> SiteCensus:
+    """Count a site's scans per split, and positives/negatives per task.
+
+    Keys are ``n-<split>``, ``n-<split>-<task>-pos`` and ``n-<split>-<task>-neg``;
+    scans whose label is unknown for a task count in neither.
+    """
+    counts: dict[str, int] = {}
+    labels = {task: cache.labels(task) for task in TASKS}
+    for split in SPLITS:
+        rows = cache.indices(split)
+        counts[f"n-{split}"] = len(rows)
+        for task in TASKS:
+            values = labels[task][rows]
+            counts[f"n-{split}-{task}-pos"] = int(np.sum(values == 1))
+            counts[f"n-{split}-{task}-neg"] = int(np.sum(values == 0))
+    return SiteCensus(
+        site_id=config.site_id,
+        role=config.role.value,
+        config_sha256=_file_sha256(config),
+        spec_fingerprint=cache.spec.fingerprint(),
+        cache_hash=cache.content_hash,
+        counts=counts,
+    )

@@ -1,0 +1,24 @@
+"""The study's phases; a phase is a function of the :class:`StudyRun`.
+
+To add a phase: write ``server/phases/<name>.py`` with ``run_<name>(run)``,
+register it here, and add its name to ``fedbone.study_config.PHASES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from server.phases.census import run_census
+from server.phases.report import run_report
+from server.phases.train import run_train
+from server.phases.validate import run_validate
+from server.study import StudyRun
+
+__all__ = ["PHASE_FUNCTIONS"]
+
+PHASE_FUNCTIONS: dict[str, Callable[[StudyRun], None]] = {
+    "census": run_census,
+    "train": run_train,
+    "validate": run_validate,
+    "report": run_report,
+}

@@ -1,0 +1,86 @@
+"""Phase ``census``: who is in the federation, and is it consistent?"""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import RecordDict
+
+from server.study import SiteInfo, StudyError, StudyRun
+
+__all__ = ["run_census"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_census(run: StudyRun) -> None:
+    """Ask every connected site for its census and check the federation.
+
+    Raises
+    ------
+    StudyError
+        When sites preprocessed their scans differently, two nodes claim the
+        same site id, or fewer train sites answered than the study needs.
+    """
+    nodes = list(run.grid.get_node_ids())
+    replies = run.query("census", nodes, RecordDict({"config": run.config("census")}))
+    for reply in replies:
+        site = reply.content.config_records["site"]
+        counts = reply.content.metric_records["census"]
+        run.sites[reply.metadata.src_node_id] = SiteInfo(
+            node_id=reply.metadata.src_node_id,
+            site_id=str(site["site-id"]),
+            role=str(site["role"]),
+            counts={key: int(value) for key, value in counts.items()},
+            spec_fingerprint=str(site["spec-fingerprint"]),
+            cache_hash=str(site["cache-hash"]),
+            config_sha256=str(site["config-sha256"]),
+        )
+    _check_federation(run)
+    run.write_json(
+        "census.json",
+        [
+            {
+                "site": s.site_id,
+                "role": s.role,
+                "counts": s.counts,
+                "spec-fingerprint": s.spec_fingerprint,
+                "cache-hash": s.cache_hash,
+            }
+            for s in sorted(run.sites.values(), key=lambda s: s.site_id)
+        ],
+    )
+    for info in sorted(run.sites.values(), key=lambda s: s.site_id):
+        logger.info(
+            "census: site %s (%s): %d train / %d val / %d test scans",
+            info.site_id,
+            info.role,
+            info.counts.get("n-train", 0),
+            info.counts.get("n-val", 0),
+            info.counts.get("n-test", 0),
+        )
+
+
+def _check_federation(run: StudyRun) -> None:
+    problems = []
+    ids = [s.site_id for s in run.sites.values()]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        problems.append(f"several nodes claim site ids {duplicates}")
+    fingerprints = {s.spec_fingerprint for s in run.sites.values()}
+    if len(fingerprints) > 1:
+        by_site = ", ".join(
+            f"{s.site_id}={s.spec_fingerprint}" for s in run.sites.values()
+        )
+        problems.append(
+            "sites preprocess scans differently (spec fingerprints "
+            f"{by_site}); give every site the same preprocessing block"
+        )
+    needed = run.study.training.min_train_sites
+    if "train" in run.study.phases and len(run.train_nodes) < needed:
+        problems.append(
+            f"{len(run.train_nodes)} train site(s) answered; the study needs "
+            f"{needed} (training.min_train_sites)"
+        )
+    if problems:
+        raise StudyError("the federation is not ready:\n  - " + "\n  - ".join(problems))

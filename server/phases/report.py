@@ -1,0 +1,61 @@
+"""Phase ``report``: tables, figures and the HTML report of the run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from fedbone.reporting import StudyReport, format_summary, write_study_report
+from server.study import StudyRun
+
+__all__ = ["build_report", "run_report"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_report(run: StudyRun) -> StudyReport:
+    """Collect what the earlier phases left in ``run`` as plain report data."""
+    validation = run.results.get("validation", {})
+    return StudyReport(
+        title=f"fedbone study {run.run_dir.name}",
+        config=run.study.to_json() | {"task": run.study.task},
+        census=[
+            {"site": s.site_id, "role": s.role, "counts": s.counts}
+            for s in sorted(run.sites.values(), key=lambda s: s.site_id)
+        ],
+        rounds=run.rounds,
+        per_site=validation.get("per_site", []),
+        pooled=validation.get("pooled", {}),
+        site_pairs=validation.get("site_pairs", []),
+        pooled_pairs=validation.get("pooled_pairs", []),
+        rejected=run.results.get("rejected-updates", []),
+        site_errors=run.results.get("site-errors", []),
+        timings=dict(run.timings),
+    )
+
+
+def run_report(run: StudyRun) -> None:
+    """Write the report files and print the pooled summary."""
+    report = build_report(run)
+    path = write_study_report(report, run.run_dir)
+    run.write_json(
+        "results.json",
+        {
+            "pooled": {
+                name: {
+                    "auc": roc.auc,
+                    "auc_low": roc.auc_ci.low,
+                    "auc_high": roc.auc_ci.high,
+                    "n_positive": roc.n_positive,
+                    "n_negative": roc.n_negative,
+                }
+                for name, roc in report.pooled.items()
+            },
+            "per_site": list(report.per_site),
+            "rejected": list(report.rejected),
+            "site_errors": list(report.site_errors),
+            "timings": report.timings,
+        },
+    )
+    sys.stdout.write("\n" + format_summary(report) + "\n")
+    logger.info("report: %s", path)

@@ -1,0 +1,174 @@
+"""Phase ``train``: the federated model, then the baselines it is compared with.
+
+- ``federated``: the configured Flower strategy over every ``train`` site;
+- ``local-<site>`` (baseline ``local``): the same strategy and rounds over one
+  site alone, i.e. that site training by itself through the same framework;
+- ``pooled`` (baseline ``pooled``, simulation only): one model trained
+  centrally on the concatenated training data of the train sites, for the
+  same number of epochs — the upper bound federated learning approximates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message
+
+from fedbone.federation.records import (
+    array_signature,
+    arrays_to_record,
+    record_to_arrays,
+)
+from fedbone.models import ClassifierSpec, build_classifier
+from fedbone.training.parameters import state_to_arrays
+from fedbone.training.pooled import train_pooled_baseline
+from server.strategies import build_strategy
+from server.study import StudyError, StudyRun
+from server.study_grid import StudyGrid
+
+__all__ = ["initial_arrays", "run_train"]
+
+logger = logging.getLogger(__name__)
+
+
+def classifier_spec(run: StudyRun) -> ClassifierSpec:
+    """The study's classifier as the library describes it."""
+    model = run.study.model
+    return ClassifierSpec(
+        architecture=model.architecture,
+        norm=model.norm,
+        in_channels=model.in_channels,
+        pretrained_weights=Path(model.pretrained_weights)
+        if model.pretrained_weights
+        else None,
+        pretrained_sha256=model.pretrained_sha256,
+    )
+
+
+def initial_arrays(run: StudyRun) -> dict[str, np.ndarray]:
+    """The seeded initial global model every site starts from."""
+    import torch
+
+    torch.manual_seed(run.study.seed)
+    return state_to_arrays(build_classifier(classifier_spec(run)))
+
+
+def _train_config(run: StudyRun) -> ConfigRecord:
+    t = run.study.training
+    return run.config(
+        "train",
+        {
+            "local-epochs": t.local_epochs,
+            "batch-size": t.batch_size,
+            "lr": t.lr,
+            "weight-decay": t.weight_decay,
+            "sampling": t.sampling,
+            "augment": t.augment,
+            "early-stopping-patience": t.early_stopping_patience or 0,
+            "seed": run.study.seed,
+        },
+    )
+
+
+def _recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]:
+    rounds = {"train": 0, "evaluate": 0}
+
+    def record(replies: list[Message]) -> None:
+        if not replies:
+            return
+        kind = replies[0].metadata.message_type
+        if kind not in rounds:
+            return
+        rounds[kind] += 1
+        for reply in replies:
+            if reply.has_error():
+                continue
+            metrics = next(iter(reply.content.metric_records.values()), {})
+            entry = {
+                "model": model_name,
+                "round": rounds[kind],
+                "kind": kind,
+                "site": run.site_of(reply.metadata.src_node_id),
+            }
+            entry.update({key: float(value) for key, value in metrics.items()})
+            run.rounds.append(entry)
+            logger.info(
+                "%s round %d %s %s: %s",
+                model_name,
+                rounds[kind],
+                kind,
+                entry["site"],
+                ", ".join(
+                    f"{k}={v:.4g}" for k, v in metrics.items() if k != "num-examples"
+                ),
+            )
+
+    return record
+
+
+def _train_over(
+    run: StudyRun, name: str, nodes: list[int], start: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    settings = run.study.training
+    grid = StudyGrid(
+        run.grid,
+        nodes,
+        expected=array_signature(arrays_to_record(start)),
+        on_replies=_recorder(run, name),
+    )
+    strategy = build_strategy(settings, len(nodes))
+    logger.info(
+        "training %s: %s over %s for %d rounds",
+        name,
+        settings.strategy.value,
+        ", ".join(run.site_of(n) for n in nodes),
+        settings.rounds,
+    )
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=arrays_to_record(start),
+        num_rounds=settings.rounds,
+        train_config=_train_config(run),
+        evaluate_config=run.config("train"),
+    )
+    if grid.rejected:
+        run.results.setdefault("rejected-updates", []).extend(
+            {"model": name, "site": run.site_of(r.node_id), "reason": r.reason}
+            for r in grid.rejected
+        )
+    if not isinstance(result.arrays, ArrayRecord) or not len(result.arrays):
+        raise StudyError(f"{name}: no round produced a model (every update failed)")
+    return record_to_arrays(result.arrays)
+
+
+def run_train(run: StudyRun) -> None:
+    """Train the federated model and the configured baselines."""
+    start = initial_arrays(run)
+    run.models["federated"] = _train_over(run, "federated", run.train_nodes, start)
+    if "local" in run.study.baselines:
+        for node in run.train_nodes:
+            name = f"local-{run.site_of(node)}"
+            run.models[name] = _train_over(run, name, [node], start)
+    if "pooled" in run.study.baselines:
+        if run.sim_site_configs is None:
+            logger.warning("baseline 'pooled' needs simulation; skipped")
+        else:
+            train_sites = {run.site_of(n) for n in run.train_nodes}
+            run.models["pooled"] = train_pooled_baseline(
+                site_configs=[Path(p) for p in run.sim_site_configs],
+                site_ids=train_sites,
+                spec=classifier_spec(run),
+                start=start,
+                task=run.study.task,
+                settings=run.study.training,
+                seed=run.study.seed,
+                work_dir=run.run_dir,
+            )
+    models_dir = run.run_dir / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for name, arrays in run.models.items():
+        np.savez(models_dir / f"{name}.npz", **arrays)
+    run.write_json("rounds.json", run.rounds)

@@ -1,0 +1,140 @@
+"""Phase ``validate``: shared external validation of every trained model.
+
+Every site (train sites on their test split, validation-only sites on all
+their scans) scores every model. Per-site metrics with bootstrap CIs are
+computed at the site; the pooled ROC, AUC and DeLong CI come from per-class
+score histograms; the pooled paired DeLong test of the federated model against
+each baseline takes a second exchange in which sites return only sums of their
+patients' structural components against the pooled distributions. No score of
+any patient leaves a site.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+from fedbone.evaluation.pooled_roc import (
+    PairedComponentSums,
+    ScoreHistograms,
+    pooled_paired_test,
+    pooled_roc,
+)
+from fedbone.federation.records import arrays_to_record
+from server.study import StudyRun
+
+__all__ = ["comparison_pairs", "run_validate"]
+
+logger = logging.getLogger(__name__)
+
+
+def comparison_pairs(model_names: list[str]) -> list[tuple[str, str]]:
+    """``(federated, baseline)`` for every baseline that was trained."""
+    if "federated" not in model_names:
+        return []
+    return [("federated", name) for name in model_names if name != "federated"]
+
+
+def _validate_config(run: StudyRun, pairs: list[tuple[str, str]]) -> ConfigRecord:
+    v = run.study.validation
+    return run.config(
+        "validate",
+        {
+            "split": v.split,
+            "bins": v.bins,
+            "n-bootstrap": v.n_bootstrap,
+            "threshold": v.threshold,
+            "models": list(run.models),
+            "pairs": [f"{a}|{b}" for a, b in pairs],
+        },
+    )
+
+
+def run_validate(run: StudyRun) -> None:
+    """Score every model at every site; pool the results at the server."""
+    names = list(run.models)
+    pairs = comparison_pairs(names)
+    content = RecordDict({"config": _validate_config(run, pairs)})
+    for name, arrays in run.models.items():
+        content[f"model-{name}"] = arrays_to_record(arrays)
+    replies = run.query("validate", run.all_nodes, content)
+
+    per_site: list[dict[str, Any]] = []
+    histograms: dict[str, list[ScoreHistograms]] = {name: [] for name in names}
+    site_pairs: list[dict[str, Any]] = []
+    for reply in replies:
+        site = run.site_of(reply.metadata.src_node_id)
+        records = reply.content.metric_records
+        for name in names:
+            row = {"site": site, "model": name}
+            row.update({k: float(v) for k, v in records[f"metrics-{name}"].items()})
+            per_site.append(row)
+            hist = records[f"histograms-{name}"]
+            histograms[name].append(
+                ScoreHistograms.from_dict(
+                    {"positives": hist["positives"], "negatives": hist["negatives"]}
+                )
+            )
+        for a, b in pairs:
+            key = f"paired-{a}-vs-{b}"
+            if key in records:
+                row = {"site": site, "model_a": a, "model_b": b}
+                row.update({k: float(v) for k, v in records[key].items()})
+                site_pairs.append(row)
+
+    pooled = {name: pooled_roc(histograms[name]) for name in names}
+    pooled_pairs = _pooled_comparisons(run, pairs, histograms)
+    run.results["validation"] = {
+        "per_site": per_site,
+        "pooled": {name: roc for name, roc in pooled.items()},
+        "site_pairs": site_pairs,
+        "pooled_pairs": pooled_pairs,
+    }
+    for name, roc in pooled.items():
+        logger.info(
+            "pooled %s: AUC %.3f (95%% CI %.3f-%.3f) over %d+ / %d- scans",
+            name,
+            roc.auc,
+            roc.auc_ci.low,
+            roc.auc_ci.high,
+            roc.n_positive,
+            roc.n_negative,
+        )
+
+
+def _pooled_comparisons(
+    run: StudyRun,
+    pairs: list[tuple[str, str]],
+    histograms: dict[str, list[ScoreHistograms]],
+) -> list[dict[str, Any]]:
+    if not pairs:
+        return []
+    pooled_hist = {name: sum(h[1:], h[0]) for name, h in histograms.items() if h}
+    content = RecordDict({"config": _validate_config(run, pairs)})
+    for name in {n for pair in pairs for n in pair}:
+        content[f"model-{name}"] = arrays_to_record(run.models[name])
+        as_dict = pooled_hist[name].to_dict()
+        content[f"pooled-{name}"] = MetricRecord(
+            {"positives": as_dict["positives"], "negatives": as_dict["negatives"]}
+        )
+    replies = run.query("paired_components", run.all_nodes, content)
+    results = []
+    for a, b in pairs:
+        sums = [
+            PairedComponentSums.from_dict(
+                dict(reply.content.metric_records[f"components-{a}-vs-{b}"])
+            )
+            for reply in replies
+        ]
+        test = pooled_paired_test(sums, pooled_hist[a], pooled_hist[b])
+        results.append({"model_a": a, "model_b": b, "test": test})
+        logger.info(
+            "pooled DeLong %s vs %s: AUC difference %.3f, p = %.3g",
+            a,
+            b,
+            test.difference,
+            test.p_value,
+        )
+    return results

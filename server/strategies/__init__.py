@@ -1,0 +1,58 @@
+"""Build the study's federated strategy from its config (Flower's own classes).
+
+Every strategy aggregates with ``num-examples`` weights (distinct training scans
+per site) and samples among the nodes its :class:`~server.study_grid.StudyGrid`
+exposes, so ``min_train_nodes`` is simply how many sites must take part.
+"""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import (
+    FedAdam,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedYogi,
+    Krum,
+    Strategy,
+)
+
+from fedbone.study_config import StrategyName, TrainingSettings
+from server.strategies.fedbn import FedBN
+
+__all__ = ["FedBN", "build_strategy"]
+
+
+def build_strategy(settings: TrainingSettings, n_sites: int) -> Strategy:
+    """Return the Flower strategy ``settings`` names, sized for ``n_sites``.
+
+    Parameters
+    ----------
+    settings
+        The study's training settings.
+    n_sites
+        How many sites take part (all of them are asked every round).
+    """
+    sizing = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 1.0,
+        "min_train_nodes": min(settings.min_train_sites, n_sites),
+        "min_evaluate_nodes": min(settings.min_train_sites, n_sites),
+        "min_available_nodes": min(settings.min_train_sites, n_sites),
+    }
+    name = settings.strategy
+    if name is StrategyName.FEDAVG:
+        return FedAvg(**sizing)
+    if name is StrategyName.FEDPROX:
+        return FedProx(**sizing, proximal_mu=settings.proximal_mu)
+    if name is StrategyName.FEDADAM:
+        return FedAdam(**sizing, eta=settings.server_lr, eta_l=settings.lr)
+    if name is StrategyName.FEDYOGI:
+        return FedYogi(**sizing, eta=settings.server_lr, eta_l=settings.lr)
+    if name is StrategyName.FEDMEDIAN:
+        return FedMedian(**sizing)
+    if name is StrategyName.KRUM:
+        return Krum(**sizing, num_malicious_nodes=settings.krum_byzantine)
+    if name is StrategyName.FEDBN:
+        return FedBN(**sizing)
+    raise ValueError(f"no strategy {name!r}")  # unreachable: config validates

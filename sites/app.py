@@ -1,0 +1,139 @@
+"""fedbone's Flower ClientApp: one hospital's site.
+
+Every handler is thin: unpack the records, call the fedbone library, pack the
+reply. The egress guard is the first mod, so every reply (and every refusal) is
+screened and logged in the site's egress log before it can leave.
+"""
+
+from __future__ import annotations
+
+from flwr.app import (
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+
+from fedbone.data.cache import SiteCache
+from fedbone.data.census import take_census
+from fedbone.evaluation.site_validation import paired_components, validate_models
+from fedbone.federation.egress import egress_mod
+from fedbone.federation.records import arrays_to_record, record_to_arrays
+from fedbone.federation.site_context import guard_and_log_for, load_site_for
+from fedbone.federation.study_messages import (
+    classifier_spec_from,
+    local_state_from,
+    local_state_to,
+    models_from,
+    pairs_from,
+    pooled_histograms_from,
+    train_spec_from,
+)
+from fedbone.training.site_round import evaluate_round, train_round
+
+__all__ = ["app"]
+
+app = ClientApp(mods=[egress_mod(guard_and_log_for)])
+
+
+def _site(message: Message, context: Context) -> tuple[ConfigRecord, SiteCache]:
+    site = load_site_for(message, context)
+    return message.content["config"], SiteCache.open(site.data.cache_dir)
+
+
+@app.query("census")
+def census(message: Message, context: Context) -> Message:
+    """Report the site's identity and counts (small cells suppressed on egress)."""
+    site = load_site_for(message, context)
+    result = take_census(site, SiteCache.open(site.data.cache_dir))
+    identity = ConfigRecord(
+        {
+            "site-id": result.site_id,
+            "role": result.role,
+            "config-sha256": result.config_sha256,
+            "spec-fingerprint": result.spec_fingerprint,
+            "cache-hash": result.cache_hash,
+        }
+    )
+    content = RecordDict({"site": identity, "census": MetricRecord(result.counts)})
+    return Message(content, reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """Train the received global model on the site's data for one round."""
+    config, cache = _site(message, context)
+    result = train_round(
+        cache,
+        str(config["task"]),
+        classifier_spec_from(config),
+        train_spec_from(config),
+        record_to_arrays(message.content["arrays"]),
+        fedbn=bool(config.get("fedbn", False)),
+        local_state=local_state_from(context),
+    )
+    local_state_to(context, result.local_state)
+    content = RecordDict(
+        {
+            "arrays": arrays_to_record(result.arrays),
+            "metrics": MetricRecord(result.metrics),
+        }
+    )
+    return Message(content, reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Score the received model on the site's validation split."""
+    config, cache = _site(message, context)
+    metrics = evaluate_round(
+        cache,
+        str(config["task"]),
+        classifier_spec_from(config),
+        record_to_arrays(message.content["arrays"]),
+        fedbn=bool(config.get("fedbn", False)),
+        local_state=local_state_from(context),
+    )
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+
+
+@app.query("validate")
+def validate(message: Message, context: Context) -> Message:
+    """Score every model on the validation split: metrics and histograms."""
+    config, cache = _site(message, context)
+    records = validate_models(
+        cache,
+        str(config["task"]),
+        classifier_spec_from(config),
+        models_from(message.content),
+        split=str(config["split"]),
+        bins=int(config["bins"]),
+        n_bootstrap=int(config["n-bootstrap"]),
+        threshold=float(config["threshold"]),
+        pairs=pairs_from(config),
+    )
+    content = RecordDict(
+        {name: MetricRecord(values) for name, values in records.items()}
+    )
+    return Message(content, reply_to=message)
+
+
+@app.query("paired_components")
+def paired(message: Message, context: Context) -> Message:
+    """Sums of DeLong structural components against the pooled distributions."""
+    config, cache = _site(message, context)
+    records = paired_components(
+        cache,
+        str(config["task"]),
+        classifier_spec_from(config),
+        models_from(message.content),
+        pooled_histograms_from(message.content),
+        split=str(config["split"]),
+        pairs=pairs_from(config),
+    )
+    content = RecordDict(
+        {name: MetricRecord(values) for name, values in records.items()}
+    )
+    return Message(content, reply_to=message)

@@ -1,0 +1,92 @@
+"""One whole study through Flower's simulation runtime: 3 tiny sites, 2 rounds."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedbone.federation.egress import EgressLog
+from fedbone.study_config import load_study_config
+from server.simulation import simulate_study
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("simulation")
+    study = {
+        "study": {"name": "tiny", "task": "bm", "baselines": ["local", "pooled"]},
+        "model": {"architecture": "small-cnn"},
+        "training": {"rounds": 2, "local_epochs": 1, "min_train_sites": 2},
+        "validation": {"n_bootstrap": 100},
+        "simulation": {
+            "sites_dir": str(root / "sites"),
+            "sites": ["A", "B", "C"],
+            "scale": 0.001,
+            "min_scans": 24,
+            "workers": 1,
+        },
+        "output": {"runs_dir": str(root / "runs")},
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+
+    outcome = simulate_study(load_study_config(path))
+
+    return outcome.run_dir, root / "sites"
+
+
+def test_the_study_writes_its_results_and_report(finished: tuple[Path, Path]) -> None:
+    run_dir, _ = finished
+
+    results = json.loads((run_dir / "results.json").read_text())
+    census = json.loads((run_dir / "census.json").read_text())
+    rounds = json.loads((run_dir / "rounds.json").read_text())
+
+    assert set(results["pooled"]) == {"federated", "local-A", "local-B", "pooled"}
+    assert results["rejected"] == [] and results["site_errors"] == []
+    assert {row["site"] for row in results["per_site"]} == {"A", "B", "C"}
+    assert [(s["site"], s["role"]) for s in census] == [
+        ("A", "train"),
+        ("B", "train"),
+        ("C", "validate-only"),
+    ]
+    federated_train = [
+        r for r in rounds if r["model"] == "federated" and r["kind"] == "train"
+    ]
+    assert sorted({r["round"] for r in federated_train}) == [1, 2]
+    assert {r["site"] for r in federated_train} == {"A", "B"}  # C never trains
+    for name in (
+        "report.html",
+        "roc_pooled.png",
+        "per_site.csv",
+        "pooled.csv",
+        "models/federated.npz",
+        "config.resolved.json",
+    ):
+        assert (run_dir / name).is_file(), name
+
+
+def test_every_outgoing_message_passed_the_guard_and_was_logged(
+    finished: tuple[Path, Path],
+) -> None:
+    _, sites = finished
+
+    logs = {
+        site: EgressLog(sites / f"site-{site}" / "egress-log.jsonl").entries()
+        for site in "ABC"
+    }
+
+    kinds = {site: {e["kind"] for e in entries} for site, entries in logs.items()}
+    assert all(e["verdict"] == "passed" for es in logs.values() for e in es)
+    assert kinds["A"] >= {
+        "query.census",
+        "train",
+        "evaluate",
+        "query.validate",
+        "query.paired_components",
+    }
+    assert "train" not in kinds["C"]
+    assert all(
+        len(e["sha256"]) == 64 and e["bytes"] > 0 for es in logs.values() for e in es
+    )
