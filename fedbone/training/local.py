@@ -244,7 +244,7 @@ def _to_model_input(batch: torch.Tensor, channels: int) -> torch.Tensor:
                 )
             ],
         )
-    return batch.reshape(count, height, 2, width // 2).permute(0, 2, 1, 3)
+    return batch.reshape(count, height, 2, width // 2).permute(0, 2, 1, 3).contiguous()
 
 
 def _labelled(cache: SiteCache, task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -362,22 +362,28 @@ class _EarlyStopping:
         self.best_score = -np.inf
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] = {}
+        self.best_metrics: tuple[float | None, float | None] = (None, None)
 
-    def update(self, epoch: int, score: float, model: nn.Module) -> bool:
-        """Record an epoch; return True when training should stop."""
+    def update(
+        self, epoch: int, metrics: tuple[float | None, float | None], model: nn.Module
+    ) -> bool:
+        """Record an epoch's ``(val_loss, val_auc)``; True when training should stop."""
+        loss, auc = metrics
+        score = auc if auc is not None else -(loss or 0.0)
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
             self.best_state = copy.deepcopy(model.state_dict())
+            self.best_metrics = metrics
         return epoch - self.best_epoch >= self.patience
 
 
-def _check_data(
-    cache: SiteCache, task: str, train: tuple[np.ndarray, np.ndarray]
-) -> None:
+def _training_data(cache: SiteCache, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return the labelled training positions and labels, or say why there are none."""
     if task not in _TASKS:
         raise TrainingError(
             "task", [Problem("unknown-task", f"{task!r}; use one of {_TASKS}")]
         )
+    train = _labelled(cache, task, "train")
     if len(train[0]) == 0:
         raise TrainingError(
             cache.cache_dir,
@@ -389,6 +395,7 @@ def _check_data(
                 )
             ],
         )
+    return train
 
 
 def train_local(
@@ -426,8 +433,7 @@ def train_local(
         When the task, data, device or global parameters do not allow a run.
     """
     started = time.perf_counter()
-    train = _labelled(cache, task, "train")
-    _check_data(cache, task, train)
+    train = _training_data(cache, task)
     val = _labelled(cache, task, "val")
     device = resolve_device(spec.device)
     amp = spec.amp and device.type == "cuda"
@@ -440,7 +446,7 @@ def train_local(
         weight_decay=spec.weight_decay,
     )
     step = _Stepper(model, optimizer, spec, anchor, device, amp)
-    augmenter = Augmenter(spec.augment, spec.seed)
+    epoch_runner = _EpochRunner(model, cache, task, step, spec)
     rng = np.random.default_rng(spec.seed)
     stopper = (
         _EarlyStopping(spec.early_stopping_patience)
@@ -448,30 +454,22 @@ def train_local(
         else None
     )
     train_losses: list[float] = []
-    channels = _input_channels(model)
     for epoch in range(1, spec.epochs + 1):
         order = train[0][epoch_indices(spec.sampling, train[1], rng)]
-        if spec.max_batches_per_epoch is not None:
-            order = order[: spec.max_batches_per_epoch * spec.batch_size]
-        labels = cache.labels(task)
-        model.train()
-        total = 0.0
-        for chunk in _batches(order, spec.batch_size):
-            images = augmenter(_to_model_input(read_batch(cache, chunk), channels))
-            total += step(images, torch.from_numpy(labels[chunk])) * len(chunk)
-        train_losses.append(total / len(order))
+        train_losses.append(epoch_runner(order))
         if stopper is not None:
-            val_loss, val_auc = _validation(model, cache, val, spec, device, amp)
-            score = val_auc if val_auc is not None else -(val_loss or 0.0)
-            logger.debug("epoch %d: val loss %.4f auc %s", epoch, val_loss, val_auc)
-            if stopper.update(epoch, score, model):
+            metrics = _validation(model, cache, val, spec, device, amp)
+            logger.debug("epoch %d: val loss, auc %s", epoch, metrics)
+            if stopper.update(epoch, metrics, model):
                 break
-    epochs_run = epoch
-    best_epoch = epochs_run
-    if stopper is not None and stopper.best_epoch != epochs_run:
-        model.load_state_dict(stopper.best_state)
+    epochs_run = best_epoch = epoch
+    if stopper is None:
+        val_loss, val_auc = _validation(model, cache, val, spec, device, amp)
+    else:
         best_epoch = stopper.best_epoch
-    val_loss, val_auc = _validation(model, cache, val, spec, device, amp)
+        val_loss, val_auc = stopper.best_metrics
+        if best_epoch != epochs_run:
+            model.load_state_dict(stopper.best_state)
     result = TrainResult(
         n_examples=len(train[0]),
         epochs_run=epochs_run,
@@ -492,6 +490,43 @@ def train_local(
         result.seconds,
     )
     return result
+
+
+class _EpochRunner:
+    """One pass over an epoch's draw: read, shape, augment, step."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cache: SiteCache,
+        task: str,
+        step: _Stepper,
+        spec: TrainSpec,
+    ) -> None:
+        self.model = model
+        self.cache = cache
+        self.step = step
+        self.batch_size = spec.batch_size
+        self.max_images = (
+            None
+            if spec.max_batches_per_epoch is None
+            else spec.max_batches_per_epoch * spec.batch_size
+        )
+        self.augmenter = Augmenter(spec.augment, spec.seed)
+        self.channels = _input_channels(model)
+        self.labels = cache.labels(task)
+
+    def __call__(self, order: np.ndarray) -> float:
+        """Train on positions ``order``; return the mean BCE over its images."""
+        order = order[: self.max_images]
+        labels = self.labels
+        self.model.train()
+        total = 0.0
+        for chunk in _batches(order, self.batch_size):
+            canvases = _to_model_input(read_batch(self.cache, chunk), self.channels)
+            targets = torch.from_numpy(labels[chunk])
+            total += self.step(self.augmenter(canvases), targets) * len(chunk)
+        return total / len(order)
 
 
 class _Stepper:

@@ -106,8 +106,10 @@ def plant_metastases(
         site = candidates[int(rng.integers(len(candidates)))]
         x = site.x + float(rng.normal(0.0, 5.0))
         y = site.y + float(rng.normal(0.0, 8.0))
-        sigma = float(rng.uniform(4.0, 10.0))
-        uptake = float(rng.lognormal(np.log(2.0), 0.45)) * body.bone_uptake
+        # Metastases on bone scans are mostly 1-3 cm and several times as
+        # avid as normal bone; smaller, fainter ones vanish in camera blur.
+        sigma = float(rng.uniform(6.0, 14.0))
+        uptake = float(rng.lognormal(np.log(3.0), 0.45)) * body.bone_uptake
         weight = depth_weights(site.depth, site.thickness)
         canvas.blob((x, y), sigma, uptake, weight)
         column, row = canvas.pose.to_pixels(np.array(x), np.array(y))
