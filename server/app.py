@@ -44,7 +44,7 @@ def main(grid: Grid, context: Context) -> None:
 def simulation_server_app(
     study: StudyConfig, run_dir: Path, site_configs: list[Path], outcome: list[StudyRun]
 ) -> ServerApp:
-    """A ServerApp running ``study`` over simulated sites.
+    """Return a ServerApp running ``study`` over simulated sites.
 
     Parameters
     ----------

@@ -74,14 +74,14 @@ class StudyRun:
         return [s.node_id for s in sorted(self.sites.values(), key=lambda s: s.site_id)]
 
     def site_of(self, node_id: int) -> str:
-        """The site id of a node (``node-<id>`` before the census)."""
+        """Return the site id of a node (``node-<id>`` before the census)."""
         info = self.sites.get(node_id)
         return info.site_id if info else f"node-{node_id}"
 
     def config(
         self, phase: str, extra: Mapping[str, Any] | None = None
     ) -> ConfigRecord:
-        """The ConfigRecord every message of ``phase`` carries."""
+        """Return the ConfigRecord every message of ``phase`` carries."""
         model = self.study.model
         values: dict[str, Any] = {
             "phase": phase,

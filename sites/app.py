@@ -7,25 +7,25 @@ screened and logged in the site's egress log before it can leave.
 
 from __future__ import annotations
 
-from flwr.app import (
-    ConfigRecord,
-    Context,
-    Message,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedbone.data.cache import SiteCache
 from fedbone.data.census import take_census
 from fedbone.evaluation.site_validation import paired_components, validate_models
 from fedbone.federation.egress import egress_mod
+from fedbone.federation.kinds import CONFIG_RECORD
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.federation.site_context import guard_and_log_for, load_site_for
 from fedbone.federation.study_messages import (
     classifier_spec_from,
+    config_bool,
+    config_float,
+    config_int,
+    config_str,
     local_state_from,
     local_state_to,
+    metric_record,
     models_from,
     pairs_from,
     pooled_histograms_from,
@@ -37,10 +37,13 @@ __all__ = ["app"]
 
 app = ClientApp(mods=[egress_mod(guard_and_log_for)])
 
+_ARRAYS = "arrays"
+
 
 def _site(message: Message, context: Context) -> tuple[ConfigRecord, SiteCache]:
     site = load_site_for(message, context)
-    return message.content["config"], SiteCache.open(site.data.cache_dir)
+    config = message.content.config_records[CONFIG_RECORD]
+    return config, SiteCache.open(site.data.cache_dir)
 
 
 @app.query("census")
@@ -57,7 +60,7 @@ def census(message: Message, context: Context) -> Message:
             "cache-hash": result.cache_hash,
         }
     )
-    content = RecordDict({"site": identity, "census": MetricRecord(result.counts)})
+    content = RecordDict({"site": identity, "census": metric_record(result.counts)})
     return Message(content, reply_to=message)
 
 
@@ -67,18 +70,18 @@ def train(message: Message, context: Context) -> Message:
     config, cache = _site(message, context)
     result = train_round(
         cache,
-        str(config["task"]),
+        config_str(config, "task"),
         classifier_spec_from(config),
         train_spec_from(config),
-        record_to_arrays(message.content["arrays"]),
-        fedbn=bool(config.get("fedbn", False)),
+        record_to_arrays(message.content.array_records[_ARRAYS]),
+        fedbn=config_bool(config, "fedbn", False),
         local_state=local_state_from(context),
     )
     local_state_to(context, result.local_state)
     content = RecordDict(
         {
-            "arrays": arrays_to_record(result.arrays),
-            "metrics": MetricRecord(result.metrics),
+            _ARRAYS: arrays_to_record(result.arrays),
+            "metrics": metric_record(result.metrics),
         }
     )
     return Message(content, reply_to=message)
@@ -90,13 +93,13 @@ def evaluate(message: Message, context: Context) -> Message:
     config, cache = _site(message, context)
     metrics = evaluate_round(
         cache,
-        str(config["task"]),
+        config_str(config, "task"),
         classifier_spec_from(config),
-        record_to_arrays(message.content["arrays"]),
-        fedbn=bool(config.get("fedbn", False)),
+        record_to_arrays(message.content.array_records[_ARRAYS]),
+        fedbn=config_bool(config, "fedbn", False),
         local_state=local_state_from(context),
     )
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+    return Message(RecordDict({"metrics": metric_record(metrics)}), reply_to=message)
 
 
 @app.query("validate")
@@ -105,35 +108,35 @@ def validate(message: Message, context: Context) -> Message:
     config, cache = _site(message, context)
     records = validate_models(
         cache,
-        str(config["task"]),
+        config_str(config, "task"),
         classifier_spec_from(config),
         models_from(message.content),
-        split=str(config["split"]),
-        bins=int(config["bins"]),
-        n_bootstrap=int(config["n-bootstrap"]),
-        threshold=float(config["threshold"]),
+        split=config_str(config, "split"),
+        bins=config_int(config, "bins"),
+        n_bootstrap=config_int(config, "n-bootstrap"),
+        threshold=config_float(config, "threshold"),
         pairs=pairs_from(config),
     )
     content = RecordDict(
-        {name: MetricRecord(values) for name, values in records.items()}
+        {name: metric_record(values) for name, values in records.items()}
     )
     return Message(content, reply_to=message)
 
 
 @app.query("paired_components")
 def paired(message: Message, context: Context) -> Message:
-    """Sums of DeLong structural components against the pooled distributions."""
+    """Reply with sums of DeLong components against the pooled distributions."""
     config, cache = _site(message, context)
     records = paired_components(
         cache,
-        str(config["task"]),
+        config_str(config, "task"),
         classifier_spec_from(config),
         models_from(message.content),
         pooled_histograms_from(message.content),
-        split=str(config["split"]),
+        split=config_str(config, "split"),
         pairs=pairs_from(config),
     )
     content = RecordDict(
-        {name: MetricRecord(values) for name, values in records.items()}
+        {name: metric_record(values) for name, values in records.items()}
     )
     return Message(content, reply_to=message)

@@ -123,7 +123,7 @@ def paired_components(
     split: str,
     pairs: Sequence[tuple[str, str]],
 ) -> dict[str, dict[str, float | int]]:
-    """Sums of this site's DeLong components against the pooled distributions."""
+    """Return this site's DeLong component sums against the pooled distributions."""
     labels, scores = score_models(cache, task, spec, models, split)
     records: dict[str, dict[str, float | int]] = {}
     for a, b in pairs:

@@ -1,28 +1,46 @@
-"""Study settings and models in and out of Flower records (site side).
+"""Study settings, models and metrics in and out of Flower records.
 
 The server puts the study's model and training settings into each message's
 ``config`` ConfigRecord (kebab-case keys) and the models into ``model-<name>``
 ArrayRecords; these functions turn them back into fedbone's typed objects.
 A site's FedBN normalisation layers live in its Flower ``context.state``, which
 never leaves the site.
+
+Flower types every record value as the union of everything a record may hold;
+the typed readers (:func:`config_int`, :func:`metric_floats`...) check that a
+value has the type the study protocol gives it, and raise
+:class:`StudyMessageError` when it does not.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from flwr.app import ConfigRecord, Context, RecordDict
+from collections.abc import Mapping
 
+import numpy as np
+from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
+
+from fedbone.errors import Problem, ProblemsError
 from fedbone.evaluation import ScoreHistograms
 from fedbone.federation.kinds import MODEL_RECORD_PREFIX
 from fedbone.federation.records import arrays_to_record, record_to_arrays
-from fedbone.models import ClassifierSpec
+from fedbone.models import Architecture, ClassifierSpec, Norm
 from fedbone.training import AugmentSpec, Sampling, TrainSpec
 
 __all__ = [
     "POOLED_RECORD_PREFIX",
+    "MetricValue",
+    "StudyMessageError",
     "classifier_spec_from",
+    "config_bool",
+    "config_float",
+    "config_int",
+    "config_str",
+    "config_strs",
     "local_state_from",
     "local_state_to",
+    "metric_floats",
+    "metric_ints",
+    "metric_record",
     "models_from",
     "pairs_from",
     "pooled_histograms_from",
@@ -31,35 +49,178 @@ __all__ = [
 
 POOLED_RECORD_PREFIX = "pooled-"
 _LOCAL_STATE = "fedbn-local-state"
+_CONFIG = "ConfigRecord"
+_VERSION_HINT = "check that the server and the sites run the same fedbone version"
+
+MetricValue = int | float | list[int] | list[float]
+"""One value of a Flower MetricRecord."""
+
+
+class StudyMessageError(ProblemsError):
+    """A message whose records lack a study setting or hold one of the wrong type."""
+
+    kind = "message"
+
+
+def _wrong_type(
+    subject: str, key: str, expected: str, value: object
+) -> StudyMessageError:
+    problem = Problem(
+        "wrong-type",
+        f"expected {expected}, got {value!r} ({type(value).__name__}); "
+        + _VERSION_HINT,
+        key,
+    )
+    return StudyMessageError(subject, [problem])
+
+
+def _config_value(config: ConfigRecord, key: str, default: object) -> object:
+    if key in config:
+        return config[key]
+    if default is None:
+        problem = Problem(
+            "missing-setting", f"the message carries no {key!r}; " + _VERSION_HINT, key
+        )
+        raise StudyMessageError(_CONFIG, [problem])
+    return default
+
+
+def config_int(config: ConfigRecord, key: str, default: int | None = None) -> int:
+    """Return ``config[key]``, an integer (``default`` when absent).
+
+    Raises
+    ------
+    StudyMessageError
+        When ``key`` is absent and there is no default, or holds no integer.
+    """
+    value = _config_value(config, key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(_CONFIG, key, "an integer", value)
+    return value
+
+
+def config_float(config: ConfigRecord, key: str, default: float | None = None) -> float:
+    """Return ``config[key]``, a number, as a float (``default`` when absent).
+
+    Raises
+    ------
+    StudyMessageError
+        When ``key`` is absent and there is no default, or holds no number.
+    """
+    value = _config_value(config, key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _wrong_type(_CONFIG, key, "a number", value)
+    return float(value)
+
+
+def config_str(config: ConfigRecord, key: str, default: str | None = None) -> str:
+    """Return ``config[key]``, a string (``default`` when absent).
+
+    Raises
+    ------
+    StudyMessageError
+        When ``key`` is absent and there is no default, or holds no string.
+    """
+    value = _config_value(config, key, default)
+    if not isinstance(value, str):
+        raise _wrong_type(_CONFIG, key, "a string", value)
+    return value
+
+
+def config_bool(config: ConfigRecord, key: str, default: bool | None = None) -> bool:
+    """Return ``config[key]``, a boolean (``default`` when absent).
+
+    Raises
+    ------
+    StudyMessageError
+        When ``key`` is absent and there is no default, or holds no boolean.
+    """
+    value = _config_value(config, key, default)
+    if not isinstance(value, bool):
+        raise _wrong_type(_CONFIG, key, "true or false", value)
+    return value
+
+
+def config_strs(
+    config: ConfigRecord, key: str, default: list[str] | None = None
+) -> list[str]:
+    """Return ``config[key]``, a list of strings (``default`` when absent).
+
+    Raises
+    ------
+    StudyMessageError
+        When ``key`` is absent and there is no default, or holds something
+        other than a list of strings.
+    """
+    value = _config_value(config, key, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _wrong_type(_CONFIG, key, "a list of strings", value)
+    return [str(v) for v in value]
+
+
+def _metric_scalars(record: MetricRecord) -> dict[str, int | float]:
+    scalars: dict[str, int | float] = {}
+    for key, value in record.items():
+        if isinstance(value, list):
+            raise _wrong_type("MetricRecord", key, "a number, not a list", value)
+        scalars[key] = value
+    return scalars
+
+
+def metric_floats(record: MetricRecord) -> dict[str, float]:
+    """Return every value of ``record`` (all of them numbers) as a float.
+
+    Raises
+    ------
+    StudyMessageError
+        When a value is a list.
+    """
+    return {key: float(value) for key, value in _metric_scalars(record).items()}
+
+
+def metric_ints(record: MetricRecord) -> dict[str, int]:
+    """Return every value of ``record`` (all of them numbers) as an integer.
+
+    Raises
+    ------
+    StudyMessageError
+        When a value is a list.
+    """
+    return {key: int(value) for key, value in _metric_scalars(record).items()}
+
+
+def metric_record(values: Mapping[str, MetricValue]) -> MetricRecord:
+    """Return a MetricRecord holding ``values`` (any mapping of metric values)."""
+    return MetricRecord(dict(values))
 
 
 def classifier_spec_from(config: ConfigRecord) -> ClassifierSpec:
-    """The classifier the study trains (no pretrained file: weights come in)."""
+    """Return the classifier the study trains (no pretrained file: weights come in)."""
     return ClassifierSpec(
-        architecture=str(config["architecture"]),
-        norm=str(config["norm"]),
-        in_channels=int(config["in-channels"]),
+        architecture=Architecture(config_str(config, "architecture")),
+        norm=Norm(config_str(config, "norm")),
+        in_channels=config_int(config, "in-channels"),
     )
 
 
 def train_spec_from(config: ConfigRecord) -> TrainSpec:
-    """Local training settings for one round."""
-    patience = int(config.get("early-stopping-patience", 0))
+    """Return the local training settings for one round."""
+    patience = config_int(config, "early-stopping-patience", 0)
     return TrainSpec(
-        epochs=int(config["local-epochs"]),
-        batch_size=int(config["batch-size"]),
-        lr=float(config["lr"]),
-        weight_decay=float(config["weight-decay"]),
-        sampling=Sampling(str(config["sampling"])),
-        augment=AugmentSpec(enabled=bool(config["augment"])),
+        epochs=config_int(config, "local-epochs"),
+        batch_size=config_int(config, "batch-size"),
+        lr=config_float(config, "lr"),
+        weight_decay=config_float(config, "weight-decay"),
+        sampling=Sampling(config_str(config, "sampling")),
+        augment=AugmentSpec(enabled=config_bool(config, "augment")),
         early_stopping_patience=patience or None,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-        seed=int(config["seed"]) + int(config.get("server-round", 0)),
+        proximal_mu=config_float(config, "proximal-mu", 0.0),
+        seed=config_int(config, "seed") + config_int(config, "server-round", 0),
     )
 
 
 def models_from(content: RecordDict) -> dict[str, dict[str, np.ndarray]]:
-    """Every ``model-<name>`` ArrayRecord of a message, by name."""
+    """Return every ``model-<name>`` ArrayRecord of a message, by name."""
     return {
         name.removeprefix(MODEL_RECORD_PREFIX): record_to_arrays(record)
         for name, record in content.array_records.items()
@@ -68,13 +229,24 @@ def models_from(content: RecordDict) -> dict[str, dict[str, np.ndarray]]:
 
 
 def pairs_from(config: ConfigRecord) -> list[tuple[str, str]]:
-    """Model pairs to compare, sent as ``"a|b"`` strings."""
-    pairs = config.get("pairs", [])
-    return [tuple(str(p).split("|", 1)) for p in pairs]  # type: ignore[misc]
+    """Return the model pairs to compare, sent as ``"a|b"`` strings.
+
+    Raises
+    ------
+    StudyMessageError
+        When ``pairs`` is not a list of ``"a|b"`` strings.
+    """
+    pairs = []
+    for pair in config_strs(config, "pairs", []):
+        first, bar, second = pair.partition("|")
+        if not bar:
+            raise _wrong_type(_CONFIG, "pairs", 'a list of "a|b" strings', pair)
+        pairs.append((first, second))
+    return pairs
 
 
 def pooled_histograms_from(content: RecordDict) -> dict[str, ScoreHistograms]:
-    """The server's pooled per-class histograms, by model name."""
+    """Return the server's pooled per-class histograms, by model name."""
     return {
         name.removeprefix(POOLED_RECORD_PREFIX): ScoreHistograms.from_dict(dict(record))
         for name, record in content.metric_records.items()
@@ -83,7 +255,7 @@ def pooled_histograms_from(content: RecordDict) -> dict[str, ScoreHistograms]:
 
 
 def local_state_from(context: Context) -> dict[str, np.ndarray] | None:
-    """The site's own normalisation layers kept from earlier FedBN rounds."""
+    """Return the site's own normalisation layers kept from earlier FedBN rounds."""
     if _LOCAL_STATE not in context.state.array_records:
         return None
     return record_to_arrays(context.state.array_records[_LOCAL_STATE])

@@ -89,7 +89,7 @@ def _pair_rows(report: StudyReport) -> list[dict[str, Any]]:
 
 
 def format_summary(report: StudyReport) -> str:
-    """A short fixed-width table of pooled results, for the terminal."""
+    """Return a short fixed-width table of pooled results, for the terminal."""
     lines = [
         f"{'model':<14}{'pooled AUC (95% CI)':<26}{'sens@0.5':>9}{'spec@0.5':>9}"
         f"{'pos':>6}{'neg':>6}"

@@ -1,4 +1,4 @@
-"""Phase ``census``: who is in the federation, and is it consistent?"""
+"""Phase ``census``: find who is in the federation and check it is consistent."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 
 from flwr.app import RecordDict
 
+from fedbone.federation.study_messages import config_str, metric_ints
 from server.study import SiteInfo, StudyError, StudyRun
 
 __all__ = ["run_census"]
@@ -29,12 +30,12 @@ def run_census(run: StudyRun) -> None:
         counts = reply.content.metric_records["census"]
         run.sites[reply.metadata.src_node_id] = SiteInfo(
             node_id=reply.metadata.src_node_id,
-            site_id=str(site["site-id"]),
-            role=str(site["role"]),
-            counts={key: int(value) for key, value in counts.items()},
-            spec_fingerprint=str(site["spec-fingerprint"]),
-            cache_hash=str(site["cache-hash"]),
-            config_sha256=str(site["config-sha256"]),
+            site_id=config_str(site, "site-id"),
+            role=config_str(site, "role"),
+            counts=metric_ints(counts),
+            spec_fingerprint=config_str(site, "spec-fingerprint"),
+            cache_hash=config_str(site, "cache-hash"),
+            config_sha256=config_str(site, "config-sha256"),
         )
     _check_federation(run)
     run.write_json(

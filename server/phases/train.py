@@ -22,7 +22,8 @@ from fedbone.federation.records import (
     arrays_to_record,
     record_to_arrays,
 )
-from fedbone.models import ClassifierSpec, build_classifier
+from fedbone.federation.study_messages import metric_floats
+from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.training.parameters import state_to_arrays
 from fedbone.training.pooled import train_pooled_baseline
 from server.strategies import build_strategy
@@ -35,11 +36,11 @@ logger = logging.getLogger(__name__)
 
 
 def classifier_spec(run: StudyRun) -> ClassifierSpec:
-    """The study's classifier as the library describes it."""
+    """Return the study's classifier as the library describes it."""
     model = run.study.model
     return ClassifierSpec(
-        architecture=model.architecture,
-        norm=model.norm,
+        architecture=Architecture(model.architecture),
+        norm=Norm(model.norm),
         in_channels=model.in_channels,
         pretrained_weights=Path(model.pretrained_weights)
         if model.pretrained_weights
@@ -49,7 +50,7 @@ def classifier_spec(run: StudyRun) -> ClassifierSpec:
 
 
 def initial_arrays(run: StudyRun) -> dict[str, np.ndarray]:
-    """The seeded initial global model every site starts from."""
+    """Return the seeded initial global model every site starts from."""
     import torch
 
     torch.manual_seed(run.study.seed)
@@ -86,14 +87,15 @@ def _recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]
         for reply in replies:
             if reply.has_error():
                 continue
-            metrics = next(iter(reply.content.metric_records.values()), {})
+            record = next(iter(reply.content.metric_records.values()), None)
+            metrics = metric_floats(record) if record is not None else {}
             entry = {
                 "model": model_name,
                 "round": rounds[kind],
                 "kind": kind,
                 "site": run.site_of(reply.metadata.src_node_id),
             }
-            entry.update({key: float(value) for key, value in metrics.items()})
+            entry.update(metrics)
             run.rounds.append(entry)
             logger.info(
                 "%s round %d %s %s: %s",
@@ -170,5 +172,5 @@ def run_train(run: StudyRun) -> None:
     models_dir = run.run_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     for name, arrays in run.models.items():
-        np.savez(models_dir / f"{name}.npz", **arrays)
+        np.savez(models_dir / f"{name}.npz", allow_pickle=False, **arrays)
     run.write_json("rounds.json", run.rounds)

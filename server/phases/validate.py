@@ -23,6 +23,7 @@ from fedbone.evaluation.pooled_roc import (
     pooled_roc,
 )
 from fedbone.federation.records import arrays_to_record
+from fedbone.federation.study_messages import metric_floats
 from server.study import StudyRun
 
 __all__ = ["comparison_pairs", "run_validate"]
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 def comparison_pairs(model_names: list[str]) -> list[tuple[str, str]]:
-    """``(federated, baseline)`` for every baseline that was trained."""
+    """Return ``(federated, baseline)`` for every baseline that was trained."""
     if "federated" not in model_names:
         return []
     return [("federated", name) for name in model_names if name != "federated"]
@@ -68,8 +69,8 @@ def run_validate(run: StudyRun) -> None:
         site = run.site_of(reply.metadata.src_node_id)
         records = reply.content.metric_records
         for name in names:
-            row = {"site": site, "model": name}
-            row.update({k: float(v) for k, v in records[f"metrics-{name}"].items()})
+            row: dict[str, Any] = {"site": site, "model": name}
+            row.update(metric_floats(records[f"metrics-{name}"]))
             per_site.append(row)
             hist = records[f"histograms-{name}"]
             histograms[name].append(
@@ -80,9 +81,9 @@ def run_validate(run: StudyRun) -> None:
         for a, b in pairs:
             key = f"paired-{a}-vs-{b}"
             if key in records:
-                row = {"site": site, "model_a": a, "model_b": b}
-                row.update({k: float(v) for k, v in records[key].items()})
-                site_pairs.append(row)
+                pair_row: dict[str, Any] = {"site": site, "model_a": a, "model_b": b}
+                pair_row.update(metric_floats(records[key]))
+                site_pairs.append(pair_row)
 
     pooled = {name: pooled_roc(histograms[name]) for name in names}
     pooled_pairs = _pooled_comparisons(run, pairs, histograms)

@@ -7,6 +7,8 @@ exposes, so ``min_train_nodes`` is simply how many sites must take part.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from flwr.serverapp.strategy import (
     FedAdam,
     FedAvg,
@@ -23,6 +25,16 @@ from server.strategies.fedbn import FedBN
 __all__ = ["FedBN", "build_strategy"]
 
 
+class _Sizing(TypedDict):
+    """The keyword arguments every Flower strategy takes to size its rounds."""
+
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+
+
 def build_strategy(settings: TrainingSettings, n_sites: int) -> Strategy:
     """Return the Flower strategy ``settings`` names, sized for ``n_sites``.
 
@@ -33,7 +45,7 @@ def build_strategy(settings: TrainingSettings, n_sites: int) -> Strategy:
     n_sites
         How many sites take part (all of them are asked every round).
     """
-    sizing = {
+    sizing: _Sizing = {
         "fraction_train": 1.0,
         "fraction_evaluate": 1.0,
         "min_train_nodes": min(settings.min_train_sites, n_sites),
