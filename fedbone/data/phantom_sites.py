@@ -6,7 +6,9 @@ so the same commands a hospital runs work unchanged on phantom data.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,16 +132,26 @@ def ensure_phantom_federation(
 ) -> list[Path]:
     """Return the site configs of a phantom federation, generating missing sites.
 
-    A site folder that already holds ``site.yaml`` and ``manifest.csv`` is
-    reused as it is (delete it to regenerate), so repeated simulations start
-    in seconds.
+    A site folder made earlier with the same parameters (recorded in its
+    ``phantom.json``) is reused as it is, so repeated simulations start in
+    seconds; one made with other parameters is regenerated.
     """
     configs = []
     for site in sites:
         folder = out_dir / f"site-{site}"
-        if not (
-            (folder / "site.yaml").is_file() and (folder / "manifest.csv").is_file()
-        ):
+        wanted = {
+            "site": site,
+            "scale": scale,
+            "min_scans": min_scans,
+            "seed": seed,
+            "spec": spec.fingerprint(),
+        }
+        record = folder / "phantom.json"
+        current = json.loads(record.read_text()) if record.is_file() else None
+        if current != wanted:
+            if folder.exists():
+                logger.info("site %s: phantom parameters changed; regenerating", site)
+                shutil.rmtree(folder)
             write_phantom_federation(
                 out_dir,
                 sites=[site],
@@ -151,5 +163,6 @@ def ensure_phantom_federation(
                 previews=2,
                 progress=progress,
             )
+            record.write_text(json.dumps(wanted, indent=2) + "\n")
         configs.append(folder / "site.yaml")
     return configs

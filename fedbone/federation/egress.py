@@ -26,7 +26,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from fedbone.errors import Problem, ProblemsError
+from fedbone.errors import FedboneError, Problem, ProblemsError
 from fedbone.federation.kinds import (
     REPLY_SPECS,
     SUPPRESSED_KEYS,
@@ -46,6 +46,7 @@ __all__ = [
     "EgressRefused",
     "EgressVerdict",
     "RequestSnapshot",
+    "SiteTaskError",
     "egress_mod",
 ]
 
@@ -266,6 +267,22 @@ def _text_digest(text: str) -> tuple[int, str]:
     return len(data), hashlib.sha256(data).hexdigest()
 
 
+class SiteTaskError(FedboneError):
+    """A site could not complete a request; the details stay at the site.
+
+    The message the server receives names only the request kind, the
+    exception type and, for fedbone's typed errors, their stable problem codes.
+    """
+
+    def __init__(self, kind: str, error: Exception) -> None:
+        codes = getattr(error, "codes", None)
+        detail = f" ({', '.join(codes)})" if codes else ""
+        super().__init__(
+            f"the site could not complete {kind!r}: {type(error).__name__}{detail}; "
+            "the full reason is in the site's egress log and site log"
+        )
+
+
 def egress_mod(
     resolve_guard_and_log: Callable[[Message, Context], tuple[EgressGuard, EgressLog]],
 ) -> Mod:
@@ -286,8 +303,9 @@ def egress_mod(
         A mod that runs the handler, screens its reply content, replaces it
         with the screened content and logs it. A refused reply is logged and
         :class:`EgressRefused` re-raised, so Flower sends an error reply
-        instead. Error replies and handler exceptions are logged as
-        ``error`` and passed on unchanged.
+        instead. A handler exception is logged in full as ``error`` and
+        replaced by :class:`SiteTaskError`, whose text carries no detail
+        that could identify a patient. Error replies are logged and passed on.
     """
 
     def mod(
@@ -300,7 +318,10 @@ def egress_mod(
         except Exception as exc:
             reason = f"handler raised {type(exc).__name__}: {exc}"
             _log(log, request, _text_digest(reason), VERDICT_ERROR, reason)
-            raise
+            logger.error("%s failed: %s", request.kind, reason)
+            # Exception text can name files or values (a patient's path); the
+            # site keeps it in its own log, the server learns only what failed.
+            raise SiteTaskError(request.kind, exc) from None
         if reply.has_error():
             reason = f"error reply (code {reply.error.code}): {reply.error.reason}"
             _log(log, request, _text_digest(reason), VERDICT_ERROR, reason)

@@ -16,7 +16,13 @@ from federation_messages import (
 from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedbone.federation.egress import EgressGuard, EgressLog, EgressRefused, egress_mod
+from fedbone.federation.egress import (
+    EgressGuard,
+    EgressLog,
+    EgressRefused,
+    SiteTaskError,
+    egress_mod,
+)
 from fedbone.federation.records import arrays_to_record, content_digest
 
 
@@ -108,13 +114,13 @@ def test_handler_errors_and_error_replies_are_logged_and_passed_on(
 
     @app.train()
     def train(message: Message, _context: Context) -> Message:
-        raise RuntimeError("out of memory")
+        raise RuntimeError("out of memory reading /archive/smith_john/scan.dcm")
 
     @app.evaluate()
     def evaluate(message: Message, _context: Context) -> Message:
         return Message(Error(code=3, reason="no validation split"), reply_to=message)
 
-    with pytest.raises(RuntimeError, match="out of memory"):
+    with pytest.raises(SiteTaskError) as failed:
         app(train_request(), context())
     reply = app(request("evaluate", RecordDict({"config": config("train")})), context())
 
@@ -123,7 +129,9 @@ def test_handler_errors_and_error_replies_are_logged_and_passed_on(
         ("train", "error"),
         ("evaluate", "error"),
     ]
-    assert "out of memory" in log.entries()[0]["reason"]
+    assert "smith_john" in log.entries()[0]["reason"]  # kept at the site
+    assert "smith_john" not in str(failed.value)  # never sent to the server
+    assert "RuntimeError" in str(failed.value)
     assert "no validation split" in log.entries()[1]["reason"]
 
 
