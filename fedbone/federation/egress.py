@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_COUNT_KEYS = ("n", "n-pos", "n-neg")
 
 VERDICT_PASSED = "passed"
 VERDICT_REFUSED = "refused"
@@ -149,8 +152,8 @@ class EgressGuard:
         reason = VERDICT_PASSED
         if suppressed:
             reason += (
-                f"; {len(suppressed)} census count(s) below "
-                f"{self.small_cell_threshold} suppressed"
+                f"; {len(suppressed)} small cell(s) (< "
+                f"{self.small_cell_threshold}) suppressed"
             )
         return screened, EgressVerdict(True, reason, suppressed)
 
@@ -158,28 +161,48 @@ class EgressGuard:
         self, request: RequestSnapshot, content: RecordDict
     ) -> tuple[RecordDict, tuple[str, ...]]:
         spec = REPLY_SPECS[request.kind]
-        screened = RecordDict()
-        suppressed: list[str] = []
-        for name, record in content.items():
-            rule = next(
+        rules = {
+            name: next(
                 r.rule
                 for r in spec.records
                 if template_matches(r.name, name, request.models)
             )
+            for name in content
+        }
+        # All models are scored on the same patients: one small class count
+        # withholds every per-site metric and paired test of the reply.
+        withhold = any(
+            rules[name] is ValueRule.SITE_METRICS
+            and isinstance(record, MetricRecord)
+            and self._has_small_cell(record, ("n-pos", "n-neg"))
+            for name, record in content.items()
+        )
+        screened = RecordDict()
+        suppressed: list[str] = []
+        for name, record in content.items():
+            rule = rules[name]
             if rule is ValueRule.COUNTS and isinstance(record, MetricRecord):
-                small = [
-                    k
-                    for k, v in record.items()
-                    if isinstance(v, int) and 0 < v < self.small_cell_threshold
-                ]
+                small = [k for k in record if self._has_small_cell(record, (k,))]
                 suppressed += small
                 record = MetricRecord(
                     {k: -1 if k in small else v for k, v in record.items()}
+                )
+            elif withhold and rule is ValueRule.SITE_METRICS:
+                suppressed.append(name)
+                record = MetricRecord(
+                    {k: -1 if k in _COUNT_KEYS else math.nan for k in record}
                 )
             screened[name] = record
         if suppressed:
             screened[SUPPRESSED_RECORD] = ConfigRecord({SUPPRESSED_KEYS: suppressed})
         return screened, tuple(suppressed)
+
+    def _has_small_cell(self, record: MetricRecord, keys: Sequence[str]) -> bool:
+        return any(
+            isinstance(record.get(k), int)
+            and 0 < int(record[k]) < self.small_cell_threshold  # type: ignore[arg-type]
+            for k in keys
+        )
 
 
 class EgressLog:

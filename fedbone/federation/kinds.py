@@ -98,6 +98,9 @@ class ValueRule(StrEnum):
     """Arrays: exactly the keys, shapes and dtypes of the same-named request record."""
     SCALARS = "scalars"
     """Metrics: int or float scalars (nan allowed), never lists."""
+    SITE_METRICS = "site-metrics"
+    """Metrics: scalars about this site's patients; withheld (counts -1, values
+    nan) when the site's class counts ``n-pos``/``n-neg`` are small cells."""
     COUNTS = "counts"
     """Metrics: non-negative int counts; small cells are suppressed."""
     HISTOGRAMS = "histograms"
@@ -230,7 +233,7 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                 RecordSpec(
                     "metrics-{model}",
                     RecordType.METRICS,
-                    ValueRule.SCALARS,
+                    ValueRule.SITE_METRICS,
                     _VALIDATION_METRICS,
                 ),
                 RecordSpec(
@@ -242,7 +245,7 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                 RecordSpec(
                     "paired-{model}-vs-{model}",
                     RecordType.METRICS,
-                    ValueRule.SCALARS,
+                    ValueRule.SITE_METRICS,
                     _DELONG_KEYS,
                 ),
             ),

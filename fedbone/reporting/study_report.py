@@ -128,12 +128,18 @@ def _img(path: Path | None) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _counts(r: Mapping[str, Any]) -> str:
+    if r["n"] < 0:
+        return "suppressed (small cell)"
+    return f"{int(r['n'])} ({int(r['n-pos'])}/{int(r['n-neg'])})"
+
+
 def _site_rows(report: StudyReport) -> list[dict[str, Any]]:
     return [
         {
             "site": r["site"],
             "model": r["model"],
-            "n (+/-)": f"{int(r['n'])} ({int(r['n-pos'])}/{int(r['n-neg'])})",
+            "n (+/-)": _counts(r),
             "AUC (95% CI)": _ci(r["auc"], r["auc-low"], r["auc-high"]),
             "sensitivity": _ci(
                 r["sensitivity"], r["sensitivity-low"], r["sensitivity-high"]

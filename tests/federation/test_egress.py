@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from federation_messages import config, model_state, request, train_request
@@ -192,6 +194,38 @@ def test_valid_validation_reply_with_nan_and_pairs_passes() -> None:
 
     assert verdict.passed
     assert canonical_bytes(screened) == canonical_bytes(reply)
+
+
+def test_per_site_metrics_of_a_site_with_a_small_class_are_withheld() -> None:
+    small = MetricRecord(dict(_validation_metrics()) | {"n-pos": 1, "n": 22})
+    reply = RecordDict(
+        {
+            "metrics-fed": small,
+            "histograms-fed": _histograms(),
+            "metrics-local": small,
+            "paired-fed-vs-local": MetricRecord(
+                {"difference": 0.1, "se": 0.04, "z": 2.5, "p-value": 0.01}
+            ),
+        }
+    )
+
+    screened, verdict = EgressGuard().screen(_validate_request("fed", "local"), reply)
+
+    metrics = screened.metric_records["metrics-fed"]
+    paired = screened.metric_records["paired-fed-vs-local"]
+    assert verdict.passed
+    assert set(verdict.suppressed) == {
+        "metrics-fed",
+        "metrics-local",
+        "paired-fed-vs-local",
+    }
+    assert (metrics["n"], metrics["n-pos"], metrics["n-neg"]) == (-1, -1, -1)
+    assert all(
+        math.isnan(float(v)) for k, v in metrics.items() if not k.startswith("n")
+    )
+    assert all(math.isnan(float(v)) for v in paired.values())
+    # the pooled analysis still gets its histograms
+    assert list(screened.metric_records["histograms-fed"]["negatives"]) == [1] * BINS
 
 
 def test_arrays_in_a_validation_reply_are_refused() -> None:
