@@ -16,7 +16,11 @@ from fedbone.evaluation.site_validation import paired_components, validate_model
 from fedbone.federation.egress import egress_mod
 from fedbone.federation.kinds import CONFIG_RECORD
 from fedbone.federation.records import arrays_to_record, record_to_arrays
-from fedbone.federation.site_context import guard_and_log_for, load_site_for
+from fedbone.federation.site_context import (
+    guard_and_log_for,
+    load_site_for,
+    open_site_cache,
+)
 from fedbone.federation.study_messages import (
     classifier_spec_from,
     config_bool,
@@ -43,14 +47,14 @@ _ARRAYS = "arrays"
 def _site(message: Message, context: Context) -> tuple[ConfigRecord, SiteCache]:
     site = load_site_for(message, context)
     config = message.content.config_records[CONFIG_RECORD]
-    return config, SiteCache.open(site.data.cache_dir)
+    return config, open_site_cache(site)
 
 
 @app.query("census")
 def census(message: Message, context: Context) -> Message:
     """Report the site's identity and counts (small cells suppressed on egress)."""
     site = load_site_for(message, context)
-    result = take_census(site, SiteCache.open(site.data.cache_dir))
+    result = take_census(site, open_site_cache(site))
     identity = ConfigRecord(
         {
             "site-id": result.site_id,

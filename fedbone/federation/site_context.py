@@ -14,6 +14,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message
 
 from fedbone.config import SiteConfig, load_site_config
+from fedbone.data.cache import META_FILE, SiteCache
 from fedbone.errors import ConfigError, Problem
 from fedbone.federation.egress import EgressGuard, EgressLog
 from fedbone.federation.kinds import CONFIG_RECORD
@@ -24,6 +25,7 @@ __all__ = [
     "SITE_CONFIG_NODE_KEY",
     "guard_and_log_for",
     "load_site_for",
+    "open_site_cache",
     "resolve_site_config_path",
 ]
 
@@ -139,3 +141,21 @@ def guard_and_log_for(
     site = load_site_for(message, context)
     guard = EgressGuard(small_cell_threshold=site.privacy.small_cell_threshold)
     return guard, EgressLog(site.egress_log)
+
+
+@lru_cache(maxsize=8)
+def _open_cached(cache_dir: Path, meta_mtime_ns: int) -> SiteCache:
+    return SiteCache.open(cache_dir)
+
+
+def open_site_cache(site: SiteConfig) -> SiteCache:
+    """Open the site's prepared cache, once per process while it is unchanged.
+
+    Every message needs the cache; re-reading a large site's index for each
+    one would cost more than the exchange. A re-prepared cache rewrites its
+    ``meta.json``, which changes the key, so it is picked up at once.
+    """
+    cache_dir = site.data.cache_dir.resolve()
+    meta = cache_dir / META_FILE
+    mtime = meta.stat().st_mtime_ns if meta.is_file() else -1
+    return _open_cached(cache_dir, mtime)

@@ -89,3 +89,29 @@ def test_guard_and_log_follow_the_site_config(tmp_path: Path) -> None:
 
     assert guard.small_cell_threshold == 11
     assert log.path == (tmp_path / "site" / "logs" / "egress.jsonl").resolve()
+
+
+def test_the_site_cache_is_opened_once_until_it_is_prepared_again(
+    tmp_path: Path,
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from toy_cache import build_toy_cache
+
+    from fedbone.config import DataSettings, SiteConfig, SiteRole
+    from fedbone.federation.site_context import open_site_cache
+
+    cache_dir = build_toy_cache(tmp_path, count=10).cache_dir
+    site = SiteConfig(
+        "vienna", SiteRole.TRAIN, DataSettings(tmp_path / "m.csv", cache_dir)
+    )
+
+    first = open_site_cache(site)
+    again = open_site_cache(site)
+    meta = cache_dir / "meta.json"
+    os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))
+    after_prepare = open_site_cache(site)
+
+    assert again is first
+    assert after_prepare is not first
