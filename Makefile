@@ -43,6 +43,8 @@ lint: install
 
 bench: install
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_local_epoch.py
+	$(PY) bench/bench_federation.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -49,6 +49,7 @@ __all__ = [
     "SiteConfig",
     "SiteRole",
     "load_site_config",
+    "read_yaml",
     "site_config_from_mapping",
     "site_config_to_mapping",
     "write_site_config",
@@ -315,6 +316,20 @@ def site_config_from_mapping(
     )
 
 
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, or raise ConfigError saying why it cannot be read."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            path, [Problem("unreadable-file", f"cannot read the file: {exc}")]
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            path, [Problem("invalid-yaml", f"not valid YAML: {exc}")]
+        ) from exc
+
+
 def load_site_config(path: str | Path) -> SiteConfig:
     """Load and validate a site YAML file.
 
@@ -325,19 +340,9 @@ def load_site_config(path: str | Path) -> SiteConfig:
         problems are listed together.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            path, [Problem("unreadable-file", f"cannot read the file: {exc}")]
-        ) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            path, [Problem("invalid-yaml", f"not valid YAML: {exc}")]
-        ) from exc
-    return site_config_from_mapping(raw, base_dir=path.parent.resolve(), source=path)
+    return site_config_from_mapping(
+        read_yaml(path), base_dir=path.parent.resolve(), source=path
+    )
 
 
 def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str, Any]:

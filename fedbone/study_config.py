@@ -17,9 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fedbone.config import SettingsCollector
+from fedbone.config import SettingsCollector, read_yaml
 from fedbone.errors import ConfigError, Problem
 
 __all__ = [
@@ -401,16 +399,6 @@ def load_study_config(path: str | Path, *, base_dir: Path | None = None) -> Stud
         If the file is missing, is not YAML, or has any invalid setting.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            path, [Problem("unreadable-file", f"cannot read the file: {exc}")]
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            path, [Problem("invalid-yaml", f"not valid YAML: {exc}")]
-        ) from exc
     return study_config_from_mapping(
-        raw, base_dir=(base_dir or Path.cwd()).resolve(), source=path
+        read_yaml(path), base_dir=(base_dir or Path.cwd()).resolve(), source=path
     )
