@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedbone.config import load_site_config
-from fedbone.data.demo_summary import format_summary_table, summarise_site_cache
+from fedbone.data.cache_summary import format_summary_table, summarise_site_cache
 from fedbone.data.phantom_sites import ensure_phantom_federation
 from fedbone.data.prepare import prepare_site_cache
 from fedbone.errors import ConfigError, Problem

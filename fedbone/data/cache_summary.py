@@ -1,4 +1,4 @@
-"""A per-site summary of prepared caches, as the demo prints it."""
+"""A per-site summary of prepared caches (the federation table `simulate` prints)."""
 
 from __future__ import annotations
 
