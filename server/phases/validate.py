@@ -86,7 +86,8 @@ def run_validate(run: StudyRun) -> None:
                 site_pairs.append(pair_row)
 
     pooled = {name: pooled_roc(histograms[name]) for name in names}
-    pooled_pairs = _pooled_comparisons(run, pairs, histograms)
+    answered = [reply.metadata.src_node_id for reply in replies]
+    pooled_pairs = _pooled_comparisons(run, pairs, histograms, answered)
     run.results["validation"] = {
         "per_site": per_site,
         "pooled": {name: roc for name, roc in pooled.items()},
@@ -109,7 +110,13 @@ def _pooled_comparisons(
     run: StudyRun,
     pairs: list[tuple[str, str]],
     histograms: dict[str, list[ScoreHistograms]],
+    nodes: list[int],
 ) -> list[dict[str, Any]]:
+    """Pooled paired DeLong tests from the sites that gave the histograms.
+
+    The component sums must come from exactly the sites whose histograms were
+    pooled; if one of them fails now, the pooled tests are skipped (logged).
+    """
     if not pairs:
         return []
     pooled_hist = {name: sum(h[1:], h[0]) for name, h in histograms.items() if h}
@@ -120,7 +127,13 @@ def _pooled_comparisons(
         content[f"pooled-{name}"] = MetricRecord(
             {"positives": as_dict["positives"], "negatives": as_dict["negatives"]}
         )
-    replies = run.query("paired_components", run.all_nodes, content)
+    replies = run.query("paired_components", nodes, content)
+    if sorted(r.metadata.src_node_id for r in replies) != sorted(nodes):
+        logger.warning(
+            "pooled paired DeLong tests skipped: not every site that sent "
+            "histograms returned its component sums"
+        )
+        return []
     results = []
     for a, b in pairs:
         sums = [
