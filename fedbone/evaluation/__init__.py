@@ -24,6 +24,13 @@ from fedbone.evaluation.delong import (
 )
 from fedbone.evaluation.errors import EvaluationError
 from fedbone.evaluation.estimate import Estimate
+from fedbone.evaluation.fidelity import (
+    PrecisionRecall,
+    frechet_distance,
+    frechet_distance_from_moments,
+    kernel_inception_distance,
+    precision_recall,
+)
 from fedbone.evaluation.histograms import (
     DEFAULT_BINS,
     MIN_BINS,
@@ -40,10 +47,12 @@ from fedbone.evaluation.pooled_delong import (
     pooled_paired_test,
 )
 from fedbone.evaluation.pooled_roc import PooledROC, pooled_roc
+from fedbone.evaluation.ssim import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_scales, ssim
 
 __all__ = [
     "DEFAULT_BINS",
     "MIN_BINS",
+    "MS_SSIM_WEIGHTS",
     "BatchStatistic",
     "BinaryMetrics",
     "ComponentSums",
@@ -52,6 +61,7 @@ __all__ = [
     "PairedComparison",
     "PairedComponentSums",
     "PooledROC",
+    "PrecisionRecall",
     "ScoreHistograms",
     "auc_from_counts",
     "auc_normal_ci",
@@ -61,12 +71,19 @@ __all__ = [
     "delong_auc_variance",
     "delong_ci",
     "delong_paired_test",
+    "frechet_distance",
+    "frechet_distance_from_moments",
+    "kernel_inception_distance",
+    "ms_ssim",
+    "ms_ssim_scales",
     "paired_component_sums",
     "pool_histograms",
     "pooled_paired_test",
     "pooled_roc",
+    "precision_recall",
     "roc_auc",
     "score_histograms",
     "sensitivity_statistic",
     "specificity_statistic",
+    "ssim",
 ]
