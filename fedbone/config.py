@@ -50,6 +50,7 @@ __all__ = [
     "SiteRole",
     "load_site_config",
     "read_yaml",
+    "require_mapping",
     "site_config_from_mapping",
     "site_config_to_mapping",
     "write_site_config",
@@ -288,10 +289,7 @@ def site_config_from_mapping(
         Listing every problem found.
     """
     subject = str(source) if source else "site config"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(
-            subject, [Problem("wrong-type", "the file must hold a YAML mapping")]
-        )
+    raw = require_mapping(raw, subject)
     c = SettingsCollector(_ALLOWED)
     c.unknown_keys(raw, "")
     site_id, role = _read_site(c, raw)
@@ -314,6 +312,15 @@ def site_config_from_mapping(
         egress_log,
         source,
     )
+
+
+def require_mapping(raw: Any, subject: str) -> Mapping[str, Any]:
+    """Return ``raw`` if it is a mapping, else raise ConfigError for ``subject``."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            subject, [Problem("wrong-type", "the file must hold a YAML mapping")]
+        )
+    return raw
 
 
 def read_yaml(path: Path) -> Any:

@@ -17,8 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from fedbone.config import SettingsCollector, read_yaml
-from fedbone.errors import ConfigError, Problem
+from fedbone.config import SettingsCollector, read_yaml, require_mapping
+from fedbone.errors import ConfigError
 
 __all__ = [
     "PHASES",
@@ -350,10 +350,7 @@ def study_config_from_mapping(
         Listing every problem found.
     """
     subject = str(source) if source else "study config"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(
-            subject, [Problem("wrong-type", "the file must hold a YAML mapping")]
-        )
+    raw = require_mapping(raw, subject)
     c = _StudyCollector(_STUDY_KEYS)
     c.unknown_keys(raw, "")
     study = c.section(raw, "study")
