@@ -19,18 +19,12 @@ from fedbone.evaluation.histograms import ScoreHistograms, score_histograms
 from fedbone.evaluation.metrics import binary_metrics
 from fedbone.evaluation.pooled_roc import paired_component_sums
 from fedbone.models import ClassifierSpec, build_classifier
-from fedbone.training.local import predict
+from fedbone.training.local import labelled_rows, predict
 from fedbone.training.parameters import load_arrays
 
-__all__ = ["labelled_indices", "paired_components", "score_models", "validate_models"]
+__all__ = ["paired_components", "score_models", "validate_models"]
 
 Arrays = Mapping[str, np.ndarray]
-
-
-def labelled_indices(cache: SiteCache, task: str, split: str) -> np.ndarray:
-    """Rows of ``split`` whose label for ``task`` is known."""
-    rows = cache.indices(split)
-    return rows[cache.labels(task)[rows] >= 0]
 
 
 def score_models(
@@ -41,8 +35,8 @@ def score_models(
     split: str,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Return the labels of the scored scans and each model's probabilities."""
-    rows = labelled_indices(cache, task, split)
-    labels = cache.labels(task)[rows].astype(np.int64)
+    rows, labels = labelled_rows(cache, task, split)
+    labels = labels.astype(np.int64)
     scores: dict[str, np.ndarray] = {}
     for name, arrays in models.items():
         model = build_classifier(spec)

@@ -33,6 +33,8 @@ from fedbone.training.sampling import Sampling, epoch_indices
 __all__ = [
     "TrainResult",
     "TrainSpec",
+    "evaluate_split",
+    "labelled_rows",
     "predict",
     "read_batch",
     "resolve_device",
@@ -247,7 +249,9 @@ def _to_model_input(batch: torch.Tensor, channels: int) -> torch.Tensor:
     return batch.reshape(count, height, 2, width // 2).permute(0, 2, 1, 3).contiguous()
 
 
-def _labelled(cache: SiteCache, task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def labelled_rows(
+    cache: SiteCache, task: str, split: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the positions and 0/1 labels of ``split`` rows labelled for ``task``."""
     positions = cache.indices(split)
     labels = cache.labels(task)[positions]
@@ -304,19 +308,44 @@ def _validation(
     model: nn.Module,
     cache: SiteCache,
     data: tuple[np.ndarray, np.ndarray],
-    spec: TrainSpec,
+    batch_size: int,
     device: torch.device,
     amp: bool,
 ) -> tuple[float | None, float | None]:
     positions, labels = data
     if len(positions) == 0:
         return None, None
-    logits = _logits(model, cache, positions, 4 * spec.batch_size, device, amp)
+    logits = _logits(model, cache, positions, batch_size, device, amp)
     targets = torch.from_numpy(labels).float()
     loss = float(functional.binary_cross_entropy_with_logits(logits, targets))
     both_classes = len(np.unique(labels)) == 2
     auc = float(roc_auc_score(labels, logits.numpy())) if both_classes else None
     return loss, auc
+
+
+def evaluate_split(
+    model: nn.Module,
+    cache: SiteCache,
+    task: str,
+    split: str,
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> tuple[int, float | None, float | None]:
+    """Score ``model`` on the labelled rows of ``split``.
+
+    Returns
+    -------
+    tuple
+        ``(n, loss, auc)``: the number of labelled scans, the mean binary
+        cross-entropy and the AUC; ``None`` where undefined (no scans, or
+        only one class for the AUC).
+    """
+    data = labelled_rows(cache, task, split)
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    loss, auc = _validation(model, cache, data, batch_size, torch_device, amp=False)
+    return len(data[0]), loss, auc
 
 
 def _proximal_anchor(
@@ -383,7 +412,7 @@ def _training_data(cache: SiteCache, task: str) -> tuple[np.ndarray, np.ndarray]
         raise TrainingError(
             "task", [Problem("unknown-task", f"{task!r}; use one of {_TASKS}")]
         )
-    train = _labelled(cache, task, "train")
+    train = labelled_rows(cache, task, "train")
     if len(train[0]) == 0:
         raise TrainingError(
             cache.cache_dir,
@@ -434,7 +463,7 @@ def train_local(
     """
     started = time.perf_counter()
     train = _training_data(cache, task)
-    val = _labelled(cache, task, "val")
+    val = labelled_rows(cache, task, "val")
     device = resolve_device(spec.device)
     amp = spec.amp and device.type == "cuda"
     seed_everything(spec.seed)
@@ -446,6 +475,7 @@ def train_local(
         weight_decay=spec.weight_decay,
     )
     step = _Stepper(model, optimizer, spec, anchor, device, amp)
+    val_batch = 4 * spec.batch_size  # inference holds no gradients
     epoch_runner = _EpochRunner(model, cache, task, step, spec)
     rng = np.random.default_rng(spec.seed)
     stopper = (
@@ -458,13 +488,13 @@ def train_local(
         order = train[0][epoch_indices(spec.sampling, train[1], rng)]
         train_losses.append(epoch_runner(order))
         if stopper is not None:
-            metrics = _validation(model, cache, val, spec, device, amp)
+            metrics = _validation(model, cache, val, val_batch, device, amp)
             logger.debug("epoch %d: val loss, auc %s", epoch, metrics)
             if stopper.update(epoch, metrics, model):
                 break
     epochs_run = best_epoch = epoch
     if stopper is None:
-        val_loss, val_auc = _validation(model, cache, val, spec, device, amp)
+        val_loss, val_auc = _validation(model, cache, val, val_batch, device, amp)
     else:
         best_epoch = stopper.best_epoch
         val_loss, val_auc = stopper.best_metrics

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from fedbone.data.cache import SiteCache
-from fedbone.evaluation.metrics import roc_auc
 from fedbone.models import ClassifierSpec, build_classifier
-from fedbone.training.local import TrainSpec, predict, train_local
+from fedbone.training.local import TrainSpec, evaluate_split, train_local
 from fedbone.training.parameters import load_arrays, norm_layer_keys, state_to_arrays
 
 __all__ = ["RoundResult", "evaluate_round", "train_round"]
@@ -109,17 +108,5 @@ def evaluate_round(
 ) -> dict[str, float | int]:
     """Loss and AUC of the received model on the site's validation split."""
     model = _model_for_round(spec, arrays, fedbn=fedbn, local_state=local_state)
-    rows = cache.indices("val")
-    rows = rows[cache.labels(task)[rows] >= 0]
-    if len(rows) == 0:
-        return {"num-examples": 0, "val-loss": math.nan, "val-auc": math.nan}
-    labels = cache.labels(task)[rows].astype(np.float64)
-    probabilities = np.clip(predict(model, cache, rows), 1e-7, 1 - 1e-7)
-    loss = -np.mean(
-        labels * np.log(probabilities) + (1 - labels) * np.log1p(-probabilities)
-    )
-    return {
-        "num-examples": len(rows),
-        "val-loss": float(loss),
-        "val-auc": _finite(roc_auc(labels, probabilities)),
-    }
+    n, loss, auc = evaluate_split(model, cache, task, "val")
+    return {"num-examples": n, "val-loss": _finite(loss), "val-auc": _finite(auc)}

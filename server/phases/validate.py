@@ -16,6 +16,7 @@ from typing import Any
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
+from fedbone.evaluation.histograms import pool_histograms
 from fedbone.evaluation.pooled_roc import (
     PairedComponentSums,
     ScoreHistograms,
@@ -119,7 +120,7 @@ def _pooled_comparisons(
     """
     if not pairs:
         return []
-    pooled_hist = {name: sum(h[1:], h[0]) for name, h in histograms.items() if h}
+    pooled_hist = {name: pool_histograms(h) for name, h in histograms.items() if h}
     content = RecordDict({"config": _validate_config(run, pairs)})
     for name in {n for pair in pairs for n in pair}:
         content[f"model-{name}"] = arrays_to_record(run.models[name])
