@@ -22,7 +22,15 @@ Example (``configs/site.example.yaml`` documents every key)::
       clip_percentile: 99.5
     privacy:
       small_cell_threshold: 5     # counts 1..4 never leave the site
+      audit:                      # release rule for this site's synthetic images
+        real_quantile: 0.01       # block if nearer a training scan than 1% of
+                                  # different-patient pairs are to each other
+        ms_ssim_ceiling: 0.95     # block if MS-SSIM to a close scan exceeds this
+        top_k: 5
+        feature_space: true       # also the shift-robust feature distance
+        shift_px: 4
     egress_log: egress-log.jsonl  # every outgoing message, appended
+    work_dir: work                # site-local state: GANs, checkpoints, pools
     device: auto                  # auto | cpu | cuda
 """
 
@@ -30,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +50,7 @@ from fedbone.data.spec import PreprocessSpec, ViewMode
 from fedbone.errors import ConfigError, Problem
 
 __all__ = [
+    "AuditSettings",
     "DataSettings",
     "Device",
     "PrivacySettings",
@@ -86,10 +95,26 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The site's release rule for synthetic images.
+
+    Each field means what it means in
+    :class:`fedbone.evaluation.audit.AuditThresholds`.
+    """
+
+    real_quantile: float = 0.01
+    ms_ssim_ceiling: float = 0.95
+    top_k: int = 5
+    feature_space: bool = True
+    shift_px: int = 4
+
+
+@dataclass(frozen=True)
 class PrivacySettings:
     """What the site lets out; decided by the site, never by the study."""
 
     small_cell_threshold: int = 5
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 @dataclass(frozen=True)
@@ -103,15 +128,25 @@ class SiteConfig:
     device: Device = Device.AUTO
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     egress_log: Path = Path("egress-log.jsonl")
+    work_dir: Path = Path("work")
     source: Path | None = None
 
 
 _ALLOWED: dict[str, set[str]] = {
-    "": {"site", "data", "preprocessing", "device", "privacy", "egress_log"},
+    "": {
+        "site",
+        "data",
+        "preprocessing",
+        "device",
+        "privacy",
+        "egress_log",
+        "work_dir",
+    },
     "site": {"id", "role"},
     "data": {"manifest", "cache_dir", "default_view", "workers"},
     "preprocessing": {"spacing_mm", "canvas", "views", "clip_percentile"},
-    "privacy": {"small_cell_threshold"},
+    "privacy": {"small_cell_threshold", "audit"},
+    "privacy.audit": {f for f in AuditSettings.__dataclass_fields__},
 }
 
 
@@ -300,7 +335,9 @@ def site_config_from_mapping(
     threshold = c.number(
         privacy, "small_cell_threshold", "privacy.small_cell_threshold", 5, 1, 1000
     )
+    audit = _read_audit(c, privacy)
     egress_log = _resolve(raw.get("egress_log", "egress-log.jsonl"), base_dir)
+    work_dir = _resolve(raw.get("work_dir", "work"), base_dir)
     ConfigError.raise_if_any(subject, c.problems)
     return SiteConfig(
         site_id,
@@ -308,9 +345,46 @@ def site_config_from_mapping(
         data,
         spec,
         device,
-        PrivacySettings(int(threshold)),
+        PrivacySettings(int(threshold), audit),
         egress_log,
+        work_dir,
         source,
+    )
+
+
+def _read_audit(c: SettingsCollector, privacy: Mapping[str, Any]) -> AuditSettings:
+    """Read ``privacy.audit``: the site's release rule for synthetic images."""
+    raw = privacy.get("audit") or {}
+    if not isinstance(raw, Mapping):
+        c.add("wrong-type", "privacy.audit", "expected a mapping of settings")
+        return AuditSettings()
+    c.unknown_keys(raw, "privacy.audit")
+    d = AuditSettings()
+    where = "privacy.audit."
+    feature_space = raw.get("feature_space", d.feature_space)
+    if not isinstance(feature_space, bool):
+        c.add("wrong-type", where + "feature_space", "expected true or false")
+        feature_space = d.feature_space
+    top_k = c.number(raw, "top_k", where + "top_k", d.top_k, 1, 100)
+    shift = c.number(raw, "shift_px", where + "shift_px", d.shift_px, 0, 32)
+    for name, value in (("top_k", top_k), ("shift_px", shift)):
+        if not float(value).is_integer():
+            c.add("wrong-type", where + name, f"expected a whole number, got {value}")
+    return AuditSettings(
+        real_quantile=c.number(
+            raw, "real_quantile", where + "real_quantile", d.real_quantile, 0.0, 0.5
+        ),
+        ms_ssim_ceiling=c.number(
+            raw,
+            "ms_ssim_ceiling",
+            where + "ms_ssim_ceiling",
+            d.ms_ssim_ceiling,
+            0.0,
+            1.0,
+        ),
+        top_k=int(top_k),
+        feature_space=feature_space,
+        shift_px=int(shift),
     )
 
 
@@ -381,8 +455,12 @@ def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str
             "views": spec.views.value,
             "clip_percentile": spec.clip_percentile,
         },
-        "privacy": {"small_cell_threshold": config.privacy.small_cell_threshold},
+        "privacy": {
+            "small_cell_threshold": config.privacy.small_cell_threshold,
+            "audit": asdict(config.privacy.audit),
+        },
         "egress_log": rel(config.egress_log),
+        "work_dir": rel(config.work_dir),
         "device": config.device.value,
     }
 

@@ -17,8 +17,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from fedbone.config import SettingsCollector, read_yaml, require_mapping
+from fedbone.config import read_yaml, require_mapping
 from fedbone.errors import ConfigError
+from fedbone.settings_reader import StudyCollector
+from fedbone.study_synthetic import (
+    SYNTHETIC_SECTIONS,
+    GanSettings,
+    SynthesisSettings,
+    SyntheticTrainingSettings,
+    read_gan,
+    read_synthesis,
+    read_synthetic_training,
+)
 
 __all__ = [
     "PHASES",
@@ -33,7 +43,9 @@ __all__ = [
 ]
 
 #: Phases this version runs, in the only order they may appear.
-PHASES = ("census", "train", "validate", "report")
+PHASES = ("census", "gan", "synthesize", "train", "validate", "report")
+#: Phases a study runs when its YAML names none: the classifier study.
+DEFAULT_PHASES = ("census", "train", "validate", "report")
 TASKS = ("bm", "ca")
 BASELINES = ("local", "pooled")
 ARCHITECTURES = (
@@ -120,11 +132,16 @@ class StudyConfig:
     name: str
     task: str = "bm"
     seed: int = 0
-    phases: tuple[str, ...] = PHASES
+    phases: tuple[str, ...] = DEFAULT_PHASES
     baselines: tuple[str, ...] = ()
     model: ModelSettings = field(default_factory=ModelSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    gan: GanSettings = field(default_factory=GanSettings)
+    synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
+    synthetic_training: SyntheticTrainingSettings = field(
+        default_factory=SyntheticTrainingSettings
+    )
     simulation: SimulationSettings | None = None
     runs_dir: Path = Path("runs")
     source: Path | None = None
@@ -142,7 +159,9 @@ class StudyConfig:
 
 
 _STUDY_KEYS = {
-    "": {"study", "model", "training", "validation", "simulation", "output"},
+    "": {"study", "model", "training", "validation", "simulation", "output"}
+    | set(SYNTHETIC_SECTIONS),
+    **SYNTHETIC_SECTIONS,
     "study": {"name", "task", "seed", "phases", "baselines"},
     "model": {
         "architecture",
@@ -158,63 +177,7 @@ _STUDY_KEYS = {
 }
 
 
-class _StudyCollector(SettingsCollector):
-    def one_of(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        where: str,
-        options: tuple[str, ...],
-        default: str,
-    ) -> str:
-        value = raw.get(key, default)
-        if str(value) not in options:
-            self.add(
-                "invalid-choice",
-                where,
-                f"{value!r} is not one of: {', '.join(options)}",
-            )
-            return default
-        return str(value)
-
-    def integer(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        where: str,
-        default: int,
-        low: int,
-        high: int,
-    ) -> int:
-        value = self.number(raw, key, where, default, low, high)
-        if not float(value).is_integer():
-            self.add("wrong-type", where, f"expected a whole number, got {value}")
-        return int(value)
-
-    def subset(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        where: str,
-        options: tuple[str, ...],
-        default: tuple[str, ...],
-    ) -> tuple[str, ...]:
-        value = raw.get(key, list(default))
-        if not isinstance(value, list | tuple) or not all(
-            isinstance(v, str) for v in value
-        ):
-            self.add("wrong-type", where, "expected a list of names")
-            return default
-        unknown = [v for v in value if v not in options]
-        if unknown:
-            self.add(
-                "invalid-choice", where, f"{unknown} not among: {', '.join(options)}"
-            )
-            return default
-        return tuple(value)
-
-
-def _read_model(c: _StudyCollector, raw: Mapping[str, Any]) -> ModelSettings:
+def _read_model(c: StudyCollector, raw: Mapping[str, Any]) -> ModelSettings:
     m = c.section(raw, "model")
     d = ModelSettings()
     weights = m.get("pretrained_weights")
@@ -236,7 +199,7 @@ def _read_model(c: _StudyCollector, raw: Mapping[str, Any]) -> ModelSettings:
     )
 
 
-def _read_training(c: _StudyCollector, raw: Mapping[str, Any]) -> TrainingSettings:
+def _read_training(c: StudyCollector, raw: Mapping[str, Any]) -> TrainingSettings:
     t = c.section(raw, "training")
     d = TrainingSettings()
     patience = t.get("early_stopping_patience")
@@ -284,7 +247,7 @@ def _read_training(c: _StudyCollector, raw: Mapping[str, Any]) -> TrainingSettin
     )
 
 
-def _read_validation(c: _StudyCollector, raw: Mapping[str, Any]) -> ValidationSettings:
+def _read_validation(c: StudyCollector, raw: Mapping[str, Any]) -> ValidationSettings:
     v = c.section(raw, "validation")
     d = ValidationSettings()
     return ValidationSettings(
@@ -300,7 +263,7 @@ def _read_validation(c: _StudyCollector, raw: Mapping[str, Any]) -> ValidationSe
 
 
 def _read_simulation(
-    c: _StudyCollector, raw: Mapping[str, Any], base_dir: Path
+    c: StudyCollector, raw: Mapping[str, Any], base_dir: Path
 ) -> SimulationSettings | None:
     if raw.get("simulation") is None:
         return None
@@ -351,13 +314,13 @@ def study_config_from_mapping(
     """
     subject = str(source) if source else "study config"
     raw = require_mapping(raw, subject)
-    c = _StudyCollector(_STUDY_KEYS)
+    c = StudyCollector(_STUDY_KEYS)
     c.unknown_keys(raw, "")
     study = c.section(raw, "study")
     name = str(study.get("name", "")).strip()
     if not name:
         c.add("missing-key", "study.name", "give the study a name, e.g. 'bm-fedavg'")
-    phases = c.subset(study, "phases", "study.phases", PHASES, PHASES)
+    phases = c.subset(study, "phases", "study.phases", PHASES, DEFAULT_PHASES)
     if list(phases) != [p for p in PHASES if p in phases]:
         c.add(
             "invalid-value",
@@ -375,6 +338,9 @@ def study_config_from_mapping(
         model=_read_model(c, raw),
         training=_read_training(c, raw),
         validation=_read_validation(c, raw),
+        gan=read_gan(c, raw),
+        synthesis=read_synthesis(c, raw),
+        synthetic_training=read_synthetic_training(c, raw),
         simulation=_read_simulation(c, raw, base_dir),
         runs_dir=runs_dir if runs_dir.is_absolute() else base_dir / runs_dir,
         source=source,

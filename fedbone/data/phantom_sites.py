@@ -104,6 +104,7 @@ def write_phantom_federation(
             ),
             preprocessing=spec,
             egress_log=folder / "egress-log.jsonl",
+            work_dir=folder / "work",
         )
         config_path = write_site_config(config, folder / "site.yaml")
         made.append(

@@ -19,23 +19,38 @@ real data, since "how close is too close" depends on the cohort:
 Everything runs at the site; :meth:`AuditResult.summary` holds the only values
 meant to leave it (counts, quantiles, a fixed-bin histogram, the closest pair's
 similarity values), never an image or an index. Flower-free: numpy and torch.
+
+The distance machinery lives in :mod:`fedbone.evaluation.pairwise` and the
+input checks in :mod:`fedbone.evaluation.audit_inputs`; this module holds the
+release rule, the real-vs-real control and the membership test.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.nn import functional
 
-from fedbone.errors import Problem
-from fedbone.evaluation.errors import EvaluationError
+from fedbone.evaluation.audit_inputs import check_audit_inputs
 from fedbone.evaluation.metrics import roc_auc
+from fedbone.evaluation.pairwise import (
+    ChunkedReferences,
+    DistanceBlocks,
+    FeatureFn,
+    MsSsimFn,
+    PairwiseDistances,
+    candidate_errors,
+    flatten_images,
+    max_candidate_ms_ssim,
+    nearest_k,
+    pairwise_mse_mae,
+    pixel_blocks,
+    shift_robust_features,
+    shifted_feature_blocks,
+)
 
 __all__ = [
     "HISTOGRAM_EDGES",
@@ -49,14 +64,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MsSsimFn = Callable[[Tensor, Tensor], Tensor]
-FeatureFn = Callable[[np.ndarray], np.ndarray]
-
 # Fixed log-spaced bins of nearest MSE (images in [0, 1]): fixed so that the
 # histograms of several sites and rounds add up bin by bin.
 HISTOGRAM_EDGES: tuple[float, ...] = tuple(float(10.0**e) for e in range(-6, 1))
 _SUMMARY_QUANTILES = (0.01, 0.05, 0.25, 0.5)
-_MAE_ROWS = 32  # synthetic images per exact |a - b| batch (k x D floats each)
 
 
 @dataclass(frozen=True)
@@ -91,25 +102,6 @@ class AuditThresholds:
     top_k: int = 5
     feature_space: bool = True
     shift_px: int = 4
-
-
-class PairwiseDistances(NamedTuple):
-    """Pixel distances between synthetic and training images.
-
-    Attributes
-    ----------
-    mse
-        ``(S, T)`` mean squared error of every pair.
-    mae
-        ``(S, k)`` mean absolute error to each synthetic image's ``k`` nearest
-        training images by MSE, nearest first.
-    candidates
-        ``(S, k)`` training indices of those candidates.
-    """
-
-    mse: np.ndarray
-    mae: np.ndarray
-    candidates: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -203,93 +195,6 @@ class AuditResult:
         return summary
 
 
-def pairwise_mse_mae(
-    synthetic: np.ndarray,
-    training: np.ndarray,
-    *,
-    top_k: int = 5,
-    chunk: int = 256,
-    device: str = "cpu",
-) -> PairwiseDistances:
-    """Compute every pair's MSE, and the MAE to each image's nearest candidates.
-
-    MSE uses ``||a||^2 + ||b||^2 - 2 a.b`` as chunked matrix products: the dot
-    products in float32 (the fast BLAS/GPU path), the norms and the sum in
-    float64, after subtracting the training mean image from both sides (MSE
-    does not change, and the smaller magnitudes limit the cancellation error
-    to ~1e-8 absolute). MAE has no such matrix form -- it needs ``|a - b|``
-    pixel by pixel -- so it is computed exactly, but only for each synthetic
-    image's ``top_k`` nearest training images by MSE; those candidates' MSE is
-    recomputed exactly (float64) at the same time, so near-copies, the pairs
-    that matter, carry exact values.
-
-    Parameters
-    ----------
-    synthetic, training
-        ``(S, H, W)`` and ``(T, H, W)`` images in [0, 1].
-    top_k
-        Candidates per synthetic image for the MAE (capped at ``T``).
-    chunk
-        Synthetic images per matrix product; bounds memory at
-        ``chunk x T`` float64.
-    device
-        Torch device (``"cuda"`` for a GPU).
-
-    Returns
-    -------
-    PairwiseDistances
-        ``mse`` ``(S, T)``, ``mae`` and ``candidates`` ``(S, k)``.
-
-    Raises
-    ------
-    EvaluationError
-        For images that are not 3-D, of different sizes, empty, non-finite or
-        outside [0, 1], or a ``top_k``/``chunk`` below 1.
-    """
-    _raise_if_any(
-        "pairwise_mse_mae",
-        _check_images({"synthetic": synthetic, "training": training})
-        + _check_positive({"top_k": top_k, "chunk": chunk}),
-    )
-    queries, references = _flat(synthetic), _flat(training)
-    mse = np.empty((queries.shape[0], references.shape[0]), dtype=np.float64)
-    blocks = _pixel_blocks(queries, _References(references, chunk, device), chunk)
-    for start, block in blocks:
-        mse[start : start + block.shape[0]] = block.cpu().numpy()
-    k = min(top_k, references.shape[0])
-    candidates = np.argsort(mse, axis=1, kind="stable")[:, :k]
-    candidates, exact_mse, mae = _candidate_errors(
-        queries, references, candidates, device
-    )
-    np.put_along_axis(mse, candidates, exact_mse, axis=1)
-    return PairwiseDistances(mse=mse, mae=mae, candidates=candidates)
-
-
-def shift_robust_features(images: np.ndarray) -> np.ndarray:
-    """Blur and downsample images so that shifts of a few pixels barely matter.
-
-    An overlapping 8 x 8 box average with stride 4: a copy moved by 1-3 pixels
-    keeps most of every window's content, while a different anatomy does not.
-    This is the default feature space of :func:`audit_synthetic`, used where no
-    learned embedding (e.g. the site classifier's penultimate layer) is given.
-
-    Parameters
-    ----------
-    images
-        ``(N, H, W)`` images.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N, ceil(H / 4), ceil(W / 4))`` float32 features.
-    """
-    tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    pooled = functional.avg_pool2d(
-        tensor[:, None], kernel_size=8, stride=4, padding=2, count_include_pad=False
-    )
-    return pooled[:, 0].numpy()
-
-
 def audit_synthetic(
     synthetic: np.ndarray,
     training: np.ndarray,
@@ -339,21 +244,21 @@ def audit_synthetic(
     EvaluationError
         Listing every problem with the images, patient ids or thresholds.
     """
-    _check_audit_inputs(synthetic, training, training_patient_ids, held_out, thresholds)
-    synthetic_flat, training_flat = _flat(synthetic), _flat(training)
+    check_audit_inputs(synthetic, training, training_patient_ids, held_out, thresholds)
+    synthetic_flat, training_flat = flatten_images(synthetic), flatten_images(training)
     _, patient_codes = np.unique(np.asarray(training_patient_ids), return_inverse=True)
     k = min(thresholds.top_k, training_flat.shape[0])
 
-    training_refs = _References(training_flat, chunk, device)
-    candidates = _nearest_k(
-        _pixel_blocks(synthetic_flat, training_refs, chunk), len(synthetic), k
+    training_refs = ChunkedReferences(training_flat, chunk, device)
+    candidates = nearest_k(
+        pixel_blocks(synthetic_flat, training_refs, chunk), len(synthetic), k
     )[1]
-    candidates, top_mse, mae = _candidate_errors(
+    candidates, top_mse, mae = candidate_errors(
         synthetic_flat, training_flat, candidates, device
     )
     nearest_mse, nearest_index = top_mse[:, 0], candidates[:, 0]
     different, repeat = _real_controls(
-        _pixel_blocks(training_flat, training_refs, chunk), patient_codes
+        pixel_blocks(training_flat, training_refs, chunk), patient_codes
     )
     threshold_mse = float(np.quantile(different, thresholds.real_quantile))
     control = _control_quantiles("mse", different, repeat)
@@ -363,14 +268,16 @@ def audit_synthetic(
     threshold_feature = float("nan")
     if thresholds.feature_space:
         embed = features if features is not None else shift_robust_features
-        feature_refs = _References(_flat(embed(training)), chunk, device)
+        feature_refs = ChunkedReferences(flatten_images(embed(training)), chunk, device)
 
-        def feature_blocks(images: np.ndarray, refs: _References) -> Blocks:
-            return _shifted_feature_blocks(
+        def feature_blocks(
+            images: np.ndarray, refs: ChunkedReferences
+        ) -> DistanceBlocks:
+            return shifted_feature_blocks(
                 images, refs, embed, thresholds.shift_px, chunk
             )
 
-        nearest_feature = _nearest_k(
+        nearest_feature = nearest_k(
             feature_blocks(synthetic, feature_refs), len(synthetic), 1
         )[0][:, 0]
         feature_different, feature_repeat = _real_controls(
@@ -386,23 +293,23 @@ def audit_synthetic(
     membership_auc = float("nan")
     if held_out is not None:
         if thresholds.feature_space:
-            synthetic_refs = _References(_flat(embed(synthetic)), chunk, device)
+            synthetic_refs = ChunkedReferences(
+                flatten_images(embed(synthetic)), chunk, device
+            )
             members = feature_blocks(training, synthetic_refs)
             outsiders = feature_blocks(held_out, synthetic_refs)
         else:
-            synthetic_refs = _References(synthetic_flat, chunk, device)
-            members = _pixel_blocks(training_flat, synthetic_refs, chunk)
-            outsiders = _pixel_blocks(_flat(held_out), synthetic_refs, chunk)
+            synthetic_refs = ChunkedReferences(synthetic_flat, chunk, device)
+            members = pixel_blocks(training_flat, synthetic_refs, chunk)
+            outsiders = pixel_blocks(flatten_images(held_out), synthetic_refs, chunk)
         membership_auc = _membership_auc(
-            _nearest_k(members, len(training), 1)[0][:, 0],
-            _nearest_k(outsiders, len(held_out), 1)[0][:, 0],
+            nearest_k(members, len(training), 1)[0][:, 0],
+            nearest_k(outsiders, len(held_out), 1)[0][:, 0],
         )
 
     max_ms_ssim = np.full(nearest_mse.shape, np.nan)
     if ms_ssim_fn is not None:
-        max_ms_ssim = _max_candidate_ms_ssim(
-            synthetic, training, candidates, ms_ssim_fn
-        )
+        max_ms_ssim = max_candidate_ms_ssim(synthetic, training, candidates, ms_ssim_fn)
         blocked |= max_ms_ssim > thresholds.ms_ssim_ceiling
 
     closest = int(np.argmin(nearest_mse))
@@ -433,79 +340,8 @@ def audit_synthetic(
     return result
 
 
-def _flat(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images, dtype=np.float32).reshape(len(images), -1)
-
-
-class _References:
-    """Reference vectors ready for ``||a||^2 + ||b||^2 - 2 a.b`` products."""
-
-    def __init__(self, vectors: np.ndarray, chunk: int, device: str) -> None:
-        self.centre = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
-        self.device = device
-        self.vectors = torch.from_numpy(vectors - self.centre).to(device)
-        self.squared_norms = torch.cat(
-            [(part.double() ** 2).sum(dim=1) for part in self.vectors.split(chunk)]
-        )
-
-    def __len__(self) -> int:
-        return int(self.vectors.shape[0])
-
-    def distances(self, queries: np.ndarray) -> Tensor:
-        """Return the ``rows x R`` float64 mean squared distances."""
-        rows = torch.from_numpy(queries - self.centre).to(self.device)
-        row_sq = (rows.double() ** 2).sum(dim=1)
-        dots = (rows @ self.vectors.T).double()
-        block = row_sq[:, None] + self.squared_norms[None, :] - 2.0 * dots
-        return (block / queries.shape[1]).clamp_min_(0.0)
-
-
-Blocks = Iterator[tuple[int, Tensor]]
-
-
-def _pixel_blocks(queries: np.ndarray, references: _References, chunk: int) -> Blocks:
-    """Yield ``(first row, rows x R distances)`` for flattened queries."""
-    for start in range(0, queries.shape[0], chunk):
-        yield start, references.distances(queries[start : start + chunk])
-
-
-def _shifted_feature_blocks(
-    images: np.ndarray,
-    references: _References,
-    embed: FeatureFn,
-    shift_px: int,
-    chunk: int,
-) -> Blocks:
-    """Feature distances minimised over shifts of the query images.
-
-    Shifts are the even offsets up to ``shift_px``: the default 8 x 8 blur
-    absorbs the odd pixel, and a quarter of the shifts costs a quarter of the
-    time. Rolling wraps around, harmless as scan borders are background.
-    """
-    steps = range(-(shift_px // 2) * 2, shift_px + 1, 2)
-    shifts = [(dy, dx) for dy in steps for dx in steps if (dy, dx) != (0, 0)]
-    for start in range(0, len(images), chunk):
-        part = np.asarray(images[start : start + chunk])
-        best = references.distances(_flat(embed(part)))
-        for shift in shifts:
-            moved = np.roll(part, shift, axis=(1, 2))
-            best = torch.minimum(best, references.distances(_flat(embed(moved))))
-        yield start, best
-
-
-def _nearest_k(blocks: Blocks, n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and indices of each query's ``k`` nearest references."""
-    distances = np.empty((n_queries, k))
-    indices = np.empty((n_queries, k), dtype=np.int64)
-    for start, block in blocks:
-        values, where = torch.topk(block, k, dim=1, largest=False, sorted=True)
-        distances[start : start + block.shape[0]] = values.cpu().numpy()
-        indices[start : start + block.shape[0]] = where.cpu().numpy()
-    return distances, indices
-
-
 def _real_controls(
-    blocks: Blocks, patient_codes: np.ndarray
+    blocks: DistanceBlocks, patient_codes: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest different-patient and nearest same-patient-other-scan distances.
 
@@ -541,53 +377,6 @@ def _control_quantiles(
     return control
 
 
-def _candidate_errors(
-    queries: np.ndarray, references: np.ndarray, candidates: np.ndarray, device: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact float64 MSE and MAE to each query's candidates, re-sorted by MSE.
-
-    Returns the candidates, their MSE and their MAE, nearest first.
-    """
-    mse = np.empty(candidates.shape)
-    mae = np.empty(candidates.shape)
-    for start in range(0, queries.shape[0], _MAE_ROWS):
-        stop = start + _MAE_ROWS
-        rows = torch.from_numpy(queries[start:stop]).to(device).double()
-        picked = torch.from_numpy(references[candidates[start:stop]]).to(device)
-        difference = rows[:, None] - picked
-        mse[start:stop] = (difference**2).mean(dim=2).cpu().numpy()
-        mae[start:stop] = difference.abs().mean(dim=2).cpu().numpy()
-    order = np.argsort(mse, axis=1, kind="stable")
-    return (
-        np.take_along_axis(candidates, order, axis=1),
-        np.take_along_axis(mse, order, axis=1),
-        np.take_along_axis(mae, order, axis=1),
-    )
-
-
-def _max_candidate_ms_ssim(
-    synthetic: np.ndarray,
-    training: np.ndarray,
-    candidates: np.ndarray,
-    ms_ssim_fn: MsSsimFn,
-) -> np.ndarray:
-    k = candidates.shape[1]
-    best = np.empty(candidates.shape[0])
-    for start in range(0, candidates.shape[0], _MAE_ROWS):
-        picked = candidates[start : start + _MAE_ROWS]
-        rows = np.repeat(synthetic[start : start + _MAE_ROWS], k, axis=0)
-        first = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
-        second = torch.from_numpy(
-            np.ascontiguousarray(training[picked.ravel()], dtype=np.float32)
-        )
-        with torch.no_grad():
-            scores = ms_ssim_fn(first[:, None], second[:, None])
-        best[start : start + len(picked)] = (
-            scores.detach().cpu().double().numpy().reshape(len(picked), k).max(axis=1)
-        )
-    return best
-
-
 def _membership_auc(members: np.ndarray, outsiders: np.ndarray) -> float:
     """AUC of "member" by nearness to the synthetic set: ~0.5 when nothing leaks."""
     labels = np.r_[np.ones(members.size), np.zeros(outsiders.size)]
@@ -596,124 +385,3 @@ def _membership_auc(members: np.ndarray, outsiders: np.ndarray) -> float:
 
 def _quantile(values: np.ndarray, q: float) -> float:
     return float(np.quantile(values, q)) if values.size else float("nan")
-
-
-def _check_audit_inputs(
-    synthetic: np.ndarray,
-    training: np.ndarray,
-    training_patient_ids: Sequence[str],
-    held_out: np.ndarray | None,
-    thresholds: AuditThresholds,
-) -> None:
-    images = {"synthetic": synthetic, "training": training}
-    if held_out is not None:
-        images["held_out"] = held_out
-    problems = _check_images(images)
-    problems += _check_positive({"top_k": thresholds.top_k})
-    if thresholds.shift_px < 0:
-        problems.append(
-            Problem(
-                "bad-shift-px",
-                f"shift_px is {thresholds.shift_px}, expected an integer >= 0",
-                "thresholds.shift_px",
-            )
-        )
-    if not 0.0 < thresholds.real_quantile < 1.0:
-        problems.append(
-            Problem(
-                "bad-real-quantile",
-                f"real_quantile is {thresholds.real_quantile}, expected a value "
-                "in (0, 1) such as 0.01: fix the site's audit thresholds",
-                "thresholds.real_quantile",
-            )
-        )
-    if not 0.0 < thresholds.ms_ssim_ceiling <= 1.0:
-        problems.append(
-            Problem(
-                "bad-ms-ssim-ceiling",
-                f"ms_ssim_ceiling is {thresholds.ms_ssim_ceiling}, expected a "
-                "value in (0, 1] such as 0.95: fix the site's audit thresholds",
-                "thresholds.ms_ssim_ceiling",
-            )
-        )
-    ids = list(training_patient_ids)
-    if len(ids) != len(np.asarray(training)):
-        problems.append(
-            Problem(
-                "patient-ids-length-mismatch",
-                f"{len(ids)} patient ids for {len(np.asarray(training))} training "
-                "scans; pass one id per training scan",
-                "training_patient_ids",
-            )
-        )
-    elif len(set(ids)) < 2:
-        problems.append(
-            Problem(
-                "too-few-patients",
-                f"{len(set(ids))} distinct patient(s) in the training scans; the "
-                "different-patient control needs at least 2",
-                "training_patient_ids",
-            )
-        )
-    _raise_if_any("audit_synthetic", problems)
-
-
-def _check_images(images: dict[str, np.ndarray]) -> list[Problem]:
-    problems: list[Problem] = []
-    sizes: dict[str, tuple[int, ...]] = {}
-    for name, value in images.items():
-        array = np.asarray(value)
-        if array.ndim != 3 or array.shape[0] == 0 or array.dtype.kind not in "uif":
-            problems.append(
-                Problem(
-                    "bad-image-stack",
-                    f"{name} has shape {array.shape} and dtype {array.dtype}; "
-                    "expected a non-empty numeric (N, H, W) stack",
-                    name,
-                )
-            )
-            continue
-        sizes[name] = array.shape[1:]
-        if not np.isfinite(array).all():
-            problems.append(
-                Problem(
-                    "images-not-finite",
-                    f"{name} holds NaN or infinite pixels; expected finite values "
-                    "in [0, 1]",
-                    name,
-                )
-            )
-        elif array.min() < 0.0 or array.max() > 1.0:
-            problems.append(
-                Problem(
-                    "images-outside-unit-interval",
-                    f"{name} spans {array.min():.4g}..{array.max():.4g}; expected "
-                    "[0, 1]: preprocess (clip and scale) as for training",
-                    name,
-                )
-            )
-    if len(set(sizes.values())) > 1:
-        shown = ", ".join(f"{name} {size}" for name, size in sizes.items())
-        problems.append(
-            Problem(
-                "image-size-mismatch",
-                f"image sizes differ ({shown}); compare images on one canvas",
-            )
-        )
-    return problems
-
-
-def _check_positive(settings: dict[str, int]) -> list[Problem]:
-    return [
-        Problem(
-            f"bad-{name.replace('_', '-')}",
-            f"{name} is {value}, expected an integer >= 1",
-            name,
-        )
-        for name, value in settings.items()
-        if value < 1
-    ]
-
-
-def _raise_if_any(subject: str, problems: list[Problem]) -> None:
-    EvaluationError.raise_if_any(subject, problems)

@@ -37,6 +37,7 @@ from fedbone.federation.kinds import (
 )
 from fedbone.federation.records import content_digest
 from fedbone.federation.reply_rules import RequestSnapshot, reply_problems
+from fedbone.federation.synthetic_rules import ReleaseCheck
 
 __all__ = [
     "VERDICT_ERROR",
@@ -103,10 +104,18 @@ class EgressGuard:
         Census counts from 1 to this minus one are suppressed (sent as -1).
     min_histogram_bins
         Fewest bins a ``histograms-*`` list may have.
+    release_check
+        Finds synthetic images the site's audit did not release (usually
+        :meth:`fedbone.synthetic.release_register.ReleaseRegister.unreleased`);
+        without it no image may leave.
     """
 
     def __init__(
-        self, *, small_cell_threshold: int = 5, min_histogram_bins: int = 1000
+        self,
+        *,
+        small_cell_threshold: int = 5,
+        min_histogram_bins: int = 1000,
+        release_check: ReleaseCheck | None = None,
     ) -> None:
         if small_cell_threshold < 1 or min_histogram_bins < 1:
             raise ValueError(
@@ -115,6 +124,7 @@ class EgressGuard:
             )
         self.small_cell_threshold = small_cell_threshold
         self.min_histogram_bins = min_histogram_bins
+        self.release_check = release_check
 
     def screen(
         self, request: Message | RequestSnapshot, reply_content: RecordDict
@@ -145,7 +155,11 @@ class EgressGuard:
         else:
             snapshot = RequestSnapshot.of(request)
         problems = reply_problems(
-            snapshot, reply_content, min_histogram_bins=self.min_histogram_bins
+            snapshot,
+            reply_content,
+            min_histogram_bins=self.min_histogram_bins,
+            small_cell_threshold=self.small_cell_threshold,
+            release_check=self.release_check,
         )
         EgressRefused.raise_if_any(snapshot.kind, problems)
         screened, suppressed = self._suppress_small_cells(snapshot, reply_content)

@@ -27,16 +27,24 @@ __all__ = [
     "EVALUATE",
     "MODEL_RECORD_PREFIX",
     "PHASE_CENSUS",
+    "PHASE_GAN",
     "PHASE_REPORT",
+    "PHASE_SYNTHESIZE",
     "PHASE_TRAIN",
     "PHASE_VALIDATE",
     "QUERY_CENSUS",
+    "QUERY_GAN_TRAIN",
     "QUERY_PAIRED",
+    "QUERY_RECEIVE_SYNTHETIC",
+    "QUERY_SYNTHESIZE",
+    "QUERY_UMAP",
     "QUERY_VALIDATE",
     "REPLY_SPECS",
     "SPLITS",
     "SUPPRESSED_KEYS",
     "SUPPRESSED_RECORD",
+    "SYNTHETIC_KEYS",
+    "SYNTHETIC_RECORD",
     "TASKS",
     "TRAIN",
     "RecordSpec",
@@ -50,12 +58,22 @@ PHASE_CENSUS = "census"
 PHASE_TRAIN = "train"
 PHASE_VALIDATE = "validate"
 PHASE_REPORT = "report"
+PHASE_GAN = "gan"
+PHASE_SYNTHESIZE = "synthesize"
 
 TRAIN = "train"
 EVALUATE = "evaluate"
 QUERY_CENSUS = "query.census"
 QUERY_VALIDATE = "query.validate"
 QUERY_PAIRED = "query.paired_components"
+QUERY_GAN_TRAIN = "query.gan_train"
+QUERY_SYNTHESIZE = "query.synthesize"
+QUERY_RECEIVE_SYNTHETIC = "query.receive_synthetic"
+QUERY_UMAP = "query.umap"
+
+SYNTHETIC_RECORD = "synthetic"
+"""ArrayRecord of released synthetic images (``images``) and their ``class-ids``."""
+SYNTHETIC_KEYS = ("images", "class-ids")
 
 CONFIG_RECORD = "config"
 """The ConfigRecord every server-to-site message carries (phase, task, run-name)."""
@@ -107,6 +125,16 @@ class ValueRule(StrEnum):
     """Metrics: list[int] bin counts with at least the guard's minimum of bins."""
     SHORT_STRINGS = "short-strings"
     """Config: short str values (identifiers and hashes)."""
+    AUDITED_IMAGES = "audited-images"
+    """Arrays: ``images`` ``(N, H, W)`` float16 in [0, 1] and ``class-ids`` ``(N,)``
+    int64; every image must be in the site's release register (its audit
+    passed it) -- the guard checks each image's digest itself."""
+    AUDIT_SUMMARY = "audit-summary"
+    """Metrics: scalars, plus ``*-histogram`` lists of at most 64 int counts
+    over fixed public bins; never per-image or per-patient values."""
+    DENSITY_GRID = "density-grid"
+    """Metrics: ``*-grid`` lists of int counts over a coarse 2-D grid (a cell
+    holds 0 or at least the small-cell threshold), plus scalars."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +225,40 @@ _VALIDATION_METRICS = frozenset(
     }
 )
 _DELONG_KEYS = frozenset({"difference", "se", "z", "p-value"})
+_GAN_TRAIN_METRICS = frozenset(
+    {"d-loss", "g-loss", "ada-p", "images-seen", "steps", "n-real"}
+)
+_GAN_EVALUATE_METRICS = frozenset({"fd", "kid", "precision", "recall"})
+_GAN_RUN_METRICS = frozenset(
+    {
+        "n-real",
+        "n-held-out",
+        "seconds",
+        "images-seen",
+        "best-step",
+        "{name}-step-{name}",
+    }
+    | {f"best-{m}" for m in _GAN_EVALUATE_METRICS}
+    | {"curation-val-auc", "encoder-seconds"}
+)
+_PROVENANCE_KEYS = frozenset(
+    {"site-id", "checkpoint-sha256", "encoder", "encoder-sha256", "classifier-sha256"}
+)
+_AUDIT_KEYS = frozenset(
+    {
+        "passed",
+        "n-{name}",
+        "real-quantile",
+        "ms-ssim-ceiling",
+        "membership-auc",
+        "threshold-{name}",
+        "nearest-mse-{name}",
+        "different-patient-{name}",
+        "same-patient-{name}",
+        "closest-pair-{name}",
+    }
+)
+_UMAP_KEYS = frozenset({"real-grid", "synthetic-grid", "bins", "min-cell", "{name}"})
 
 REPLY_SPECS: Mapping[str, ReplySpec] = {
     spec.kind: spec
@@ -206,7 +268,10 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
             (
                 RecordSpec("arrays", RecordType.ARRAYS, ValueRule.MIRROR_REQUEST),
                 RecordSpec(
-                    "metrics", RecordType.METRICS, ValueRule.SCALARS, _TRAIN_METRICS
+                    "metrics",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    _TRAIN_METRICS | _GAN_TRAIN_METRICS,
                 ),
             ),
         ),
@@ -214,7 +279,66 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
             EVALUATE,
             (
                 RecordSpec(
-                    "metrics", RecordType.METRICS, ValueRule.SCALARS, _EVALUATE_METRICS
+                    "metrics",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    _EVALUATE_METRICS | _GAN_EVALUATE_METRICS,
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_GAN_TRAIN,
+            (
+                RecordSpec(
+                    "metrics", RecordType.METRICS, ValueRule.SCALARS, _GAN_RUN_METRICS
+                ),
+                RecordSpec(
+                    "provenance",
+                    RecordType.CONFIG,
+                    ValueRule.SHORT_STRINGS,
+                    _PROVENANCE_KEYS,
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_SYNTHESIZE,
+            (
+                RecordSpec(
+                    SYNTHETIC_RECORD, RecordType.ARRAYS, ValueRule.AUDITED_IMAGES
+                ),
+                RecordSpec(
+                    "audit", RecordType.METRICS, ValueRule.AUDIT_SUMMARY, _AUDIT_KEYS
+                ),
+                RecordSpec(
+                    "provenance",
+                    RecordType.CONFIG,
+                    ValueRule.SHORT_STRINGS,
+                    _PROVENANCE_KEYS,
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_RECEIVE_SYNTHETIC,
+            (
+                RecordSpec(
+                    "stored",
+                    RecordType.METRICS,
+                    ValueRule.COUNTS,
+                    frozenset({"n-received", "n-stored"}),
+                ),
+                RecordSpec(
+                    "pool",
+                    RecordType.CONFIG,
+                    ValueRule.SHORT_STRINGS,
+                    frozenset({"pool-sha256"}),
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_UMAP,
+            (
+                RecordSpec(
+                    "umap", RecordType.METRICS, ValueRule.DENSITY_GRID, _UMAP_KEYS
                 ),
             ),
         ),

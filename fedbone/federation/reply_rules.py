@@ -31,6 +31,12 @@ from fedbone.federation.records import (
     array_signature,
     payload_signature,
 )
+from fedbone.federation.synthetic_rules import (
+    ReleaseCheck,
+    audit_summary_problems,
+    audited_image_problems,
+    density_grid_problems,
+)
 
 __all__ = ["RequestSnapshot", "reply_problems"]
 
@@ -168,8 +174,15 @@ def _value_type(value: Any) -> str:
     return type(value).__name__
 
 
+@dataclass(frozen=True)
+class _Limits:
+    min_histogram_bins: int
+    small_cell_threshold: int
+    release_check: ReleaseCheck | None
+
+
 def _check_metric_value(
-    where: str, value: Any, rule: ValueRule, min_bins: int
+    where: str, key: str, value: Any, rule: ValueRule, limits: _Limits
 ) -> list[Problem]:
     if isinstance(value, list) and value and isinstance(value[0], float):
         return [
@@ -180,6 +193,11 @@ def _check_metric_value(
                 where,
             )
         ]
+    if rule is ValueRule.AUDIT_SUMMARY:
+        return audit_summary_problems(where, key, value)
+    if rule is ValueRule.DENSITY_GRID:
+        return density_grid_problems(where, key, value, limits.small_cell_threshold)
+    min_bins = limits.min_histogram_bins
     if rule is ValueRule.HISTOGRAMS:
         if not isinstance(value, list):
             return [
@@ -263,7 +281,7 @@ def _check_record(
     record: ArrayRecord | MetricRecord | ConfigRecord,
     spec: RecordSpec | None,
     request: RequestSnapshot,
-    min_histogram_bins: int,
+    limits: _Limits,
 ) -> list[Problem]:
     actual_type = RecordType(type(record).__name__)
     if spec is None or spec.record_type is not actual_type:
@@ -284,19 +302,26 @@ def _check_record(
             )
         ]
     if isinstance(record, ArrayRecord):
+        if spec.rule is ValueRule.AUDITED_IMAGES:
+            return audited_image_problems(name, record, limits.release_check)
         return _check_mirrored_arrays(name, record, request)
     problems = _check_keys(name, record, spec, request.models)
     for key, value in record.items():
         where = f"{name}/{key}"
         if isinstance(record, MetricRecord):
-            problems += _check_metric_value(where, value, spec.rule, min_histogram_bins)
+            problems += _check_metric_value(where, key, value, spec.rule, limits)
         else:
             problems += _check_config_value(where, value)
     return problems
 
 
 def reply_problems(
-    request: RequestSnapshot, content: RecordDict, *, min_histogram_bins: int
+    request: RequestSnapshot,
+    content: RecordDict,
+    *,
+    min_histogram_bins: int,
+    small_cell_threshold: int = 5,
+    release_check: ReleaseCheck | None = None,
 ) -> list[Problem]:
     """Every way ``content`` breaks the reply rules for ``request``'s kind.
 
@@ -308,7 +333,13 @@ def reply_problems(
         The records a handler wants to send.
     min_histogram_bins
         Fewest bins a ``histograms-*`` list may have.
+    small_cell_threshold
+        Density-grid cells must be 0 or at least this.
+    release_check
+        Finds images the site's audit did not release; without it no image
+        may leave.
     """
+    limits = _Limits(min_histogram_bins, small_cell_threshold, release_check)
     spec = REPLY_SPECS.get(request.kind)
     if spec is None:
         known = ", ".join(sorted(REPLY_SPECS))
@@ -334,7 +365,5 @@ def reply_problems(
             (r for r in spec.records if template_matches(r.name, name, request.models)),
             None,
         )
-        problems += _check_record(
-            name, record, record_spec, request, min_histogram_bins
-        )
+        problems += _check_record(name, record, record_spec, request, limits)
     return problems

@@ -18,14 +18,17 @@ from fedbone.data.cache import META_FILE, SiteCache
 from fedbone.errors import ConfigError, Problem
 from fedbone.federation.egress import EgressGuard, EgressLog
 from fedbone.federation.kinds import CONFIG_RECORD
+from fedbone.synthetic.release_register import ReleaseRegister
 
 __all__ = [
     "PARTITION_NODE_KEY",
+    "RELEASE_REGISTER_FILE",
     "SIM_SITE_CONFIGS_KEY",
     "SITE_CONFIG_NODE_KEY",
     "guard_and_log_for",
     "load_site_for",
     "open_site_cache",
+    "release_register_of",
     "resolve_site_config_path",
 ]
 
@@ -134,13 +137,24 @@ def load_site_for(message: Message, context: Context) -> SiteConfig:
     return _load_cached(path, mtime_ns)
 
 
+RELEASE_REGISTER_FILE = "release-register.jsonl"
+
+
 def guard_and_log_for(
     message: Message, context: Context
 ) -> tuple[EgressGuard, EgressLog]:
     """Build the site's egress guard and log; pass this to ``egress_mod``."""
     site = load_site_for(message, context)
-    guard = EgressGuard(small_cell_threshold=site.privacy.small_cell_threshold)
+    guard = EgressGuard(
+        small_cell_threshold=site.privacy.small_cell_threshold,
+        release_check=release_register_of(site).unreleased,
+    )
     return guard, EgressLog(site.egress_log)
+
+
+def release_register_of(site: SiteConfig) -> ReleaseRegister:
+    """Return the site's register of audit-released images (in its work dir)."""
+    return ReleaseRegister(site.work_dir / RELEASE_REGISTER_FILE)
 
 
 @lru_cache(maxsize=8)

@@ -1,21 +1,16 @@
 """Local classifier training and inference on one site's prepared cache.
 
 Flower-free: the federation layer calls :func:`train_local` with the weights
-it received and sends back the result; a notebook can call it directly.
-
-Batches are read straight from the cache's float16 memory map (indices sorted
-for sequential reads, then put back in order) and converted on the fly; at
-these image sizes a ``DataLoader`` with worker processes costs more in
-start-up and pickling than it saves, on the two cores a CPU site may have.
+it received and sends back the result; a notebook can call it directly. The
+loop's pieces live in :mod:`fedbone.training.local_steps`, device, seeding and
+batch reading in :mod:`fedbone.training.runtime`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,8 +21,22 @@ from torch.nn import functional
 
 from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
-from fedbone.training.augment import Augmenter, AugmentSpec
+from fedbone.training.augment import AugmentSpec
 from fedbone.training.errors import TrainingError
+from fedbone.training.local_steps import (
+    EarlyStopping,
+    EpochRunner,
+    Stepper,
+    proximal_anchor,
+)
+from fedbone.training.runtime import (
+    input_channels,
+    iter_batches,
+    read_batch,
+    resolve_device,
+    seed_everything,
+    to_model_input,
+)
 from fedbone.training.sampling import Sampling, epoch_indices
 
 __all__ = [
@@ -167,88 +176,6 @@ class TrainResult:
     seconds: float
 
 
-def resolve_device(name: str) -> torch.device:
-    """Return the torch device for a config value (``auto``: CUDA if present).
-
-    Raises
-    ------
-    TrainingError
-        When the name is not a device or names a CUDA device this machine
-        lacks.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise TrainingError(
-            "device",
-            [Problem("unknown-device", f"{name!r}; use auto, cpu, cuda or cuda:N")],
-        )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(
-            "device",
-            [
-                Problem(
-                    "device-unavailable",
-                    f"{name!r} was asked for but this machine has no usable "
-                    "CUDA device; set device: auto or cpu",
-                )
-            ],
-        )
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's global and torch's (CPU and CUDA) generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def read_batch(cache: SiteCache, positions: np.ndarray) -> torch.Tensor:
-    """Read images ``positions`` (any order, repeats allowed) as ``(B, H, W)``.
-
-    The memory map is read in ascending order and the rows put back in the
-    requested order; float16 becomes float32 in torch.
-    """
-    order = np.argsort(positions, kind="stable")
-    raw = torch.from_numpy(np.asarray(cache.images[positions[order]]))
-    batch = torch.empty(raw.shape, dtype=torch.float32)
-    batch[torch.from_numpy(order)] = raw.float()
-    return batch
-
-
-def _input_channels(model: nn.Module) -> int:
-    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    return int(first_conv.in_channels)
-
-
-def _to_model_input(batch: torch.Tensor, channels: int) -> torch.Tensor:
-    """Canvases ``(B, H, W)`` to ``(B, channels, H, W)``.
-
-    Two channels means two views side by side, split at the middle column.
-    """
-    if channels == 1:
-        return batch.unsqueeze(1)
-    count, height, width = batch.shape
-    if channels != 2 or width % 2:
-        raise TrainingError(
-            "model input",
-            [
-                Problem(
-                    "channels-mismatch",
-                    f"the model takes {channels} channels but the canvas is one "
-                    f"{height}x{width} image; use in_channels 1, or 2 with "
-                    "views: both",
-                )
-            ],
-        )
-    return batch.reshape(count, height, 2, width // 2).permute(0, 2, 1, 3).contiguous()
-
-
 def labelled_rows(
     cache: SiteCache, task: str, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -259,11 +186,6 @@ def labelled_rows(
     return positions[known], labels[known]
 
 
-def _batches(positions: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, len(positions), size):
-        yield positions[start : start + size]
-
-
 def _logits(
     model: nn.Module,
     cache: SiteCache,
@@ -272,15 +194,15 @@ def _logits(
     device: torch.device,
     amp: bool,
 ) -> torch.Tensor:
-    channels = _input_channels(model)
+    channels = input_channels(model)
     model.eval()
     outputs = []
     with (
         torch.inference_mode(),
         torch.autocast(device.type, dtype=torch.float16, enabled=amp),
     ):
-        for chunk in _batches(positions, batch_size):
-            images = _to_model_input(read_batch(cache, chunk), channels)
+        for chunk in iter_batches(positions, batch_size):
+            images = to_model_input(read_batch(cache, chunk), channels)
             outputs.append(model(images.to(device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
@@ -348,64 +270,6 @@ def evaluate_split(
     return len(data[0]), loss, auc
 
 
-def _proximal_anchor(
-    model: nn.Module, global_params: Mapping[str, torch.Tensor] | None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Pair each trainable parameter with its received global value.
-
-    Without ``global_params`` the weights the model holds now are taken as
-    the ones received. Parameters absent from ``global_params`` (FedBN's local
-    norm layers) get no proximal term.
-    """
-    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-    problems: list[Problem] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if global_params is None:
-            anchor = param.detach().clone()
-        elif name in global_params:
-            anchor = torch.as_tensor(global_params[name]).to(param.device, param.dtype)
-            if anchor.shape != param.shape:
-                problems.append(
-                    Problem(
-                        "shape-mismatch",
-                        f"global shape {tuple(anchor.shape)}, model "
-                        f"{tuple(param.shape)}",
-                        name,
-                    )
-                )
-                continue
-        else:
-            continue
-        pairs.append((param, anchor))
-    TrainingError.raise_if_any("global parameters", problems)
-    return pairs
-
-
-class _EarlyStopping:
-    """Keeps the best weights by validation AUC (or loss when AUC is undefined)."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-        self.best_score = -np.inf
-        self.best_epoch = 0
-        self.best_state: dict[str, torch.Tensor] = {}
-        self.best_metrics: tuple[float | None, float | None] = (None, None)
-
-    def update(
-        self, epoch: int, metrics: tuple[float | None, float | None], model: nn.Module
-    ) -> bool:
-        """Record an epoch's ``(val_loss, val_auc)``; True when training should stop."""
-        loss, auc = metrics
-        score = auc if auc is not None else -(loss or 0.0)
-        if score > self.best_score:
-            self.best_score, self.best_epoch = score, epoch
-            self.best_state = copy.deepcopy(model.state_dict())
-            self.best_metrics = metrics
-        return epoch - self.best_epoch >= self.patience
-
-
 def _training_data(cache: SiteCache, task: str) -> tuple[np.ndarray, np.ndarray]:
     """Return the labelled training positions and labels, or say why there are none."""
     if task not in _TASKS:
@@ -468,18 +332,18 @@ def train_local(
     amp = spec.amp and device.type == "cuda"
     seed_everything(spec.seed)
     model.to(device)
-    anchor = _proximal_anchor(model, global_params) if spec.proximal_mu > 0 else []
+    anchor = proximal_anchor(model, global_params) if spec.proximal_mu > 0 else []
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=spec.lr,
         weight_decay=spec.weight_decay,
     )
-    step = _Stepper(model, optimizer, spec, anchor, device, amp)
+    step = Stepper(model, optimizer, spec, anchor, device, amp)
     val_batch = 4 * spec.batch_size  # inference holds no gradients
-    epoch_runner = _EpochRunner(model, cache, task, step, spec)
+    epoch_runner = EpochRunner(model, cache, task, step, spec)
     rng = np.random.default_rng(spec.seed)
     stopper = (
-        _EarlyStopping(spec.early_stopping_patience)
+        EarlyStopping(spec.early_stopping_patience)
         if spec.early_stopping_patience is not None and len(val[0]) > 0
         else None
     )
@@ -520,78 +384,3 @@ def train_local(
         result.seconds,
     )
     return result
-
-
-class _EpochRunner:
-    """One pass over an epoch's draw: read, shape, augment, step."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        cache: SiteCache,
-        task: str,
-        step: _Stepper,
-        spec: TrainSpec,
-    ) -> None:
-        self.model = model
-        self.cache = cache
-        self.step = step
-        self.batch_size = spec.batch_size
-        self.max_images = (
-            None
-            if spec.max_batches_per_epoch is None
-            else spec.max_batches_per_epoch * spec.batch_size
-        )
-        self.augmenter = Augmenter(spec.augment, spec.seed)
-        self.channels = _input_channels(model)
-        self.labels = cache.labels(task)
-
-    def __call__(self, order: np.ndarray) -> float:
-        """Train on positions ``order``; return the mean BCE over its images."""
-        order = order[: self.max_images]
-        labels = self.labels
-        self.model.train()
-        total = 0.0
-        for chunk in _batches(order, self.batch_size):
-            canvases = _to_model_input(read_batch(self.cache, chunk), self.channels)
-            targets = torch.from_numpy(labels[chunk])
-            total += self.step(self.augmenter(canvases), targets) * len(chunk)
-        return total / len(order)
-
-
-class _Stepper:
-    """One optimiser step: BCE (+ FedProx term), autocast and gradient scaling."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        spec: TrainSpec,
-        anchor: list[tuple[torch.Tensor, torch.Tensor]],
-        device: torch.device,
-        amp: bool,
-    ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.mu = spec.proximal_mu
-        self.anchor = anchor
-        self.device = device
-        self.amp = amp
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp)
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """Take one step; return the batch's mean BCE."""
-        images = images.to(self.device, non_blocking=True)
-        targets = labels.to(self.device, torch.float32, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            logits = self.model(images)
-        loss = functional.binary_cross_entropy_with_logits(logits.float(), targets)
-        objective = loss
-        if self.anchor:
-            proximal = sum(((param - value) ** 2).sum() for param, value in self.anchor)
-            objective = loss + 0.5 * self.mu * proximal
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(objective).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return float(loss.detach())

@@ -1,0 +1,1 @@
+"""Synthetic images after the audit: the site's release register, the pool."""
