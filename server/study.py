@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 
 from fedbone.errors import FedboneError
 from fedbone.study_config import StudyConfig
+from fedbone.synthetic.pool import SyntheticPool
 
 __all__ = ["SiteInfo", "StudyError", "StudyRun", "run_study"]
 
@@ -55,6 +56,8 @@ class StudyRun:
     sim_site_configs: list[str] | None = None
     sites: dict[int, SiteInfo] = field(default_factory=dict)
     models: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    generators: dict[str, dict[str, str]] = field(default_factory=dict)
+    pool: SyntheticPool | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -72,6 +75,25 @@ class StudyRun:
     def all_nodes(self) -> list[int]:
         """Every site's node, in site-id order."""
         return [s.node_id for s in sorted(self.sites.values(), key=lambda s: s.site_id)]
+
+    def nodes_of(self, site_ids: Iterable[str], *, what: str) -> list[int]:
+        """Return the nodes of ``site_ids``; raise if one is not in the study.
+
+        Parameters
+        ----------
+        site_ids
+            Site ids as the study config names them.
+        what
+            The setting that named them, for the error message.
+        """
+        by_site = {info.site_id: node for node, info in self.sites.items()}
+        unknown = [s for s in site_ids if s not in by_site]
+        if unknown:
+            raise StudyError(
+                f"{what} names {unknown}, which did not answer the census "
+                f"(connected sites: {', '.join(sorted(by_site)) or 'none'})"
+            )
+        return [by_site[s] for s in site_ids]
 
     def site_of(self, node_id: int) -> str:
         """Return the site id of a node (``node-<id>`` before the census)."""

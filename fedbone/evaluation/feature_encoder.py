@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from itertools import pairwise
@@ -566,7 +567,10 @@ class TorchScriptEncoder:
         EvaluationError.raise_if_any(source, problems)
         actual = _verified_sha256(source, sha256)
         torch_device = resolve_device(device)
-        module = torch.jit.load(str(source), map_location=torch_device).eval()
+        with warnings.catch_warnings():
+            # torch deprecates TorchScript, but FID's Inception-v3 ships only in it.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(source), map_location=torch_device).eval()
         return cls(
             module,
             name=f"torchscript:{source.name}",

@@ -133,7 +133,7 @@ class ValueRule(StrEnum):
     """Metrics: scalars, plus ``*-histogram`` lists of at most 64 int counts
     over fixed public bins; never per-image or per-patient values."""
     DENSITY_GRID = "density-grid"
-    """Metrics: ``*-grid`` lists of int counts over a coarse 2-D grid (a cell
+    """Metrics: ``grid-*`` lists of int counts over a coarse 2-D grid (a cell
     holds 0 or at least the small-cell threshold), plus scalars."""
 
 
@@ -239,10 +239,18 @@ _GAN_RUN_METRICS = frozenset(
         "{name}-step-{name}",
     }
     | {f"best-{m}" for m in _GAN_EVALUATE_METRICS}
-    | {"curation-val-auc", "encoder-seconds"}
+    | {"curation-val-auc", "encoder-seconds", "n-checkpoints"}
 )
 _PROVENANCE_KEYS = frozenset(
-    {"site-id", "checkpoint-sha256", "encoder", "encoder-sha256", "classifier-sha256"}
+    {
+        "site-id",
+        "round",
+        "spacing-mm",
+        "checkpoint-sha256",
+        "encoder",
+        "encoder-sha256",
+        "classifier-sha256",
+    }
 )
 _AUDIT_KEYS = frozenset(
     {
@@ -250,7 +258,7 @@ _AUDIT_KEYS = frozenset(
         "n-{name}",
         "real-quantile",
         "ms-ssim-ceiling",
-        "membership-auc",
+        "membership-{name}",
         "threshold-{name}",
         "nearest-mse-{name}",
         "different-patient-{name}",
@@ -258,7 +266,7 @@ _AUDIT_KEYS = frozenset(
         "closest-pair-{name}",
     }
 )
-_UMAP_KEYS = frozenset({"real-grid", "synthetic-grid", "bins", "min-cell", "{name}"})
+_UMAP_KEYS = frozenset({"grid-real", "grid-synthetic", "{name}"})
 
 REPLY_SPECS: Mapping[str, ReplySpec] = {
     spec.kind: spec

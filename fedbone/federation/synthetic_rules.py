@@ -127,11 +127,11 @@ def density_grid_problems(
     """Problems of one density-grid value: counts with small cells suppressed."""
     if not isinstance(value, list):
         return []
-    if not key.endswith("-grid"):
+    if not key.startswith("grid-"):
         return [
             Problem(
                 "list-not-allowed",
-                "a density record holds scalars and '*-grid' counts only",
+                "a density record holds scalars and 'grid-*' counts only",
                 where,
             )
         ]

@@ -86,6 +86,11 @@ class GanTrainSpec:
         Discriminator steps between R1 penalties (1: every step).
     ema_half_life_images
         Half-life of the generator EMA, in images.
+    ema_rampup
+        While few images have been seen, the half-life is at most this
+        fraction of the images seen so far (StyleGAN2-ADA's ramp-up): without
+        it a short run's EMA generator would still be mostly its random start.
+        ``None`` keeps the full half-life from the first step.
     ada_target
         Target of ADA's ``r_t``; ``None`` disables augmentation.
     ada_speed_images
@@ -110,6 +115,7 @@ class GanTrainSpec:
     r1_gamma: float = 1.0
     r1_interval: int = 16
     ema_half_life_images: int = 10_000
+    ema_rampup: float | None = 0.05
     ada_target: float | None = 0.6
     ada_speed_images: int = 500_000
     class_balanced: bool = False
@@ -257,6 +263,14 @@ class GanTrainer:
         picked = self._rng.choice(classes, size)
         return np.array([self._rng.choice(np.flatnonzero(labels == c)) for c in picked])
 
+    def _ema_beta(self) -> float:
+        spec = self.train_spec
+        half_life = float(spec.ema_half_life_images)
+        if spec.ema_rampup is not None:
+            seen = self.images_seen + spec.batch_size
+            half_life = min(half_life, max(spec.ema_rampup * seen, 1e-8))
+        return float(0.5 ** (spec.batch_size / half_life))
+
     def _autocast(self) -> Any:
         enabled = self.train_spec.amp and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
@@ -332,9 +346,6 @@ class GanTrainer:
         self._check(images, labels)
         self.generator.train()
         self.discriminator.train()
-        beta = 0.5 ** (
-            self.train_spec.batch_size / self.train_spec.ema_half_life_images
-        )
         start = time.perf_counter()
         d_losses, g_losses = [], []
         for _ in range(steps):
@@ -343,7 +354,7 @@ class GanTrainer:
             batch_labels = torch.from_numpy(labels[positions]).to(self.device)
             d_losses.append(self._d_step(real, batch_labels))
             g_losses.append(self._g_step(batch_labels))
-            ema_update(self.generator_ema, self.generator, beta)
+            ema_update(self.generator_ema, self.generator, self._ema_beta())
             self.steps += 1
             self.images_seen += len(positions)
         seconds = time.perf_counter() - start

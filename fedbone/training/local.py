@@ -19,7 +19,6 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional
 
-from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
 from fedbone.training.augment import AugmentSpec
 from fedbone.training.errors import TrainingError
@@ -30,6 +29,7 @@ from fedbone.training.local_steps import (
     proximal_anchor,
 )
 from fedbone.training.runtime import (
+    TrainingImages,
     input_channels,
     iter_batches,
     read_batch,
@@ -177,7 +177,7 @@ class TrainResult:
 
 
 def labelled_rows(
-    cache: SiteCache, task: str, split: str
+    cache: TrainingImages, task: str, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the positions and 0/1 labels of ``split`` rows labelled for ``task``."""
     positions = cache.indices(split)
@@ -188,7 +188,7 @@ def labelled_rows(
 
 def _logits(
     model: nn.Module,
-    cache: SiteCache,
+    cache: TrainingImages,
     positions: np.ndarray,
     batch_size: int,
     device: torch.device,
@@ -209,7 +209,7 @@ def _logits(
 
 def predict(
     model: nn.Module,
-    cache: SiteCache,
+    cache: TrainingImages,
     indices: np.ndarray,
     *,
     batch_size: int = 64,
@@ -228,7 +228,7 @@ def predict(
 
 def _validation(
     model: nn.Module,
-    cache: SiteCache,
+    cache: TrainingImages,
     data: tuple[np.ndarray, np.ndarray],
     batch_size: int,
     device: torch.device,
@@ -247,7 +247,7 @@ def _validation(
 
 def evaluate_split(
     model: nn.Module,
-    cache: SiteCache,
+    cache: TrainingImages,
     task: str,
     split: str,
     *,
@@ -270,7 +270,7 @@ def evaluate_split(
     return len(data[0]), loss, auc
 
 
-def _training_data(cache: SiteCache, task: str) -> tuple[np.ndarray, np.ndarray]:
+def _training_data(cache: TrainingImages, task: str) -> tuple[np.ndarray, np.ndarray]:
     """Return the labelled training positions and labels, or say why there are none."""
     if task not in _TASKS:
         raise TrainingError(
@@ -293,7 +293,7 @@ def _training_data(cache: SiteCache, task: str) -> tuple[np.ndarray, np.ndarray]
 
 def train_local(
     model: nn.Module,
-    cache: SiteCache,
+    cache: TrainingImages,
     task: str,
     spec: TrainSpec,
     *,

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
 from fedbone.training.augment import Augmenter
 from fedbone.training.errors import TrainingError
 from fedbone.training.runtime import (
+    TrainingImages,
     input_channels,
     iter_batches,
     read_batch,
@@ -96,7 +96,7 @@ class EpochRunner:
     def __init__(
         self,
         model: nn.Module,
-        cache: SiteCache,
+        cache: TrainingImages,
         task: str,
         step: Stepper,
         spec: TrainSpec,

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
 from fedbone.training.errors import TrainingError
 
 __all__ = [
+    "TrainingImages",
     "input_channels",
     "iter_batches",
     "read_batch",
@@ -27,6 +29,36 @@ __all__ = [
     "seed_everything",
     "to_model_input",
 ]
+
+
+class TrainingImages(Protocol):
+    """What local training reads: a site's cache, or a view mixing in synthetic.
+
+    :class:`fedbone.data.cache.SiteCache` and
+    :class:`fedbone.training.synthetic_mix.MixedCache` both provide it.
+    """
+
+    @property
+    def images(self) -> Any:
+        """Rows indexable by a position array, ``(B, H, W)`` floats."""
+        ...
+
+    @property
+    def cache_dir(self) -> Path:
+        """The real cache's folder (for messages)."""
+        ...
+
+    def indices(self, split: str) -> np.ndarray:
+        """Positions of the rows in ``split``."""
+        ...
+
+    def labels(self, task: str) -> np.ndarray:
+        """Every row's label for ``task`` (``-1`` unknown)."""
+        ...
+
+    def __len__(self) -> int:
+        """Return the number of rows."""
+        ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,7 +102,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_batch(cache: SiteCache, positions: np.ndarray) -> torch.Tensor:
+def read_batch(cache: TrainingImages, positions: np.ndarray) -> torch.Tensor:
     """Read images ``positions`` (any order, repeats allowed) as ``(B, H, W)``.
 
     The memory map is read in ascending order and the rows put back in the

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedbone.data.cache import SiteCache
 from fedbone.models import ClassifierSpec, build_classifier
 from fedbone.training.local import TrainSpec, evaluate_split, train_local
 from fedbone.training.parameters import load_arrays, norm_layer_keys, state_to_arrays
+from fedbone.training.runtime import TrainingImages
 
 __all__ = ["RoundResult", "evaluate_round", "train_round"]
 
@@ -53,7 +53,7 @@ def _finite(value: float | None) -> float:
 
 
 def train_round(
-    cache: SiteCache,
+    cache: TrainingImages,
     task: str,
     spec: ClassifierSpec,
     train_spec: TrainSpec,
@@ -98,7 +98,7 @@ def train_round(
 
 
 def evaluate_round(
-    cache: SiteCache,
+    cache: TrainingImages,
     task: str,
     spec: ClassifierSpec,
     arrays: Arrays,

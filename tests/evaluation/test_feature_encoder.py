@@ -19,6 +19,9 @@ from fedbone.evaluation.feature_encoder import (
 )
 from fedbone.models.weights import file_sha256
 
+# The tests script a module to stand in for a TorchScript Inception file.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
+
 HEIGHT, WIDTH = 32, 16
 SPEC = EncoderSpec(feature_dim=8, epochs=3, batch_size=16, lr=3e-3, device="cpu")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +37,23 @@ FAST = GanTrainSpec(batch_size=8, ema_half_life_images=100, device="cpu", seed=3
 RUN = GanRunSpec(steps=6, checkpoint_every=2, fd_images_per_class=6, seed=1)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # Tiny nets gain nothing from threads, and on a busy shared runner
+    # OpenMP's spinning threads make each GAN step ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _scans(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Smooth random images with a class-dependent bright band."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 4
     coarse = torch.from_numpy(rng.random((n, 1, 4, 2), dtype=np.float32))
-    images = functional.interpolate(coarse, size=(32, 16), mode="bilinear")[:, 0]
-    images = 0.5 * images.numpy()
+    smooth = functional.interpolate(coarse, size=(32, 16), mode="bilinear")
+    images = 0.5 * smooth[:, 0].numpy()
     for c in range(4):
         images[labels == c, 8 * c : 8 * c + 8] += 0.4
     return np.clip(images, 0, 1), labels

@@ -1,0 +1,284 @@
+"""A site trains its own conditional GAN (phase ``gan``, local mode).
+
+Everything happens in the site's work folder, ``<work_dir>/gan/<run-name>/``:
+
+1. the **feature encoder** for FD and UMAP: by default a small CNN trained here
+   on the site's training scans (:func:`~fedbone.evaluation.feature_encoder.
+   train_site_encoder`), or a TorchScript network (e.g. Inception) from a local
+   file checked against its sha256;
+2. the **curation classifier**: the study's classifier architecture trained
+   here on the site's own scans for the study task; it later keeps a synthetic
+   image only when it agrees with the image's conditioning label;
+3. the **GAN**, with checkpoints and selection by Fréchet distance on the
+   site's held-out real scans (val and test splits).
+
+``selected.json`` records the chosen checkpoint, the encoder and the
+classifier with their sha256s; phase ``synthesize`` loads exactly those. Only
+scalar figures and hashes are returned for the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedbone.data.cache import SiteCache
+from fedbone.errors import Problem
+from fedbone.evaluation.feature_encoder import (
+    EncoderSpec,
+    SiteEncoder,
+    TorchScriptEncoder,
+    load_feature_encoder,
+    train_site_encoder,
+)
+from fedbone.models import ClassifierSpec, build_classifier
+from fedbone.models.gan import GanSpec
+from fedbone.models.weights import file_sha256
+from fedbone.study_synthetic import GanSettings
+from fedbone.training.errors import TrainingError
+from fedbone.training.gan import GanTrainer, GanTrainSpec, class_labels
+from fedbone.training.gan_run import GanRunSpec, train_site_gan
+from fedbone.training.local import TrainSpec, train_local
+
+__all__ = [
+    "SELECTION_FILE",
+    "SiteGanOutcome",
+    "gan_state_dir",
+    "labelled_class_rows",
+    "load_encoder",
+    "train_site_generator",
+]
+
+logger = logging.getLogger(__name__)
+
+SELECTION_FILE = "selected.json"
+
+
+@dataclass(frozen=True)
+class SiteGanOutcome:
+    """What the server learns of a site's GAN run: figures and hashes."""
+
+    metrics: dict[str, float]
+    provenance: dict[str, str]
+
+
+def gan_state_dir(work_dir: Path, run_name: str) -> Path:
+    """Return the folder of one run's GAN state at a site."""
+    return Path(work_dir) / "gan" / run_name
+
+
+def labelled_class_rows(
+    cache: SiteCache, splits: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``splits`` with both labels known, and their class ids."""
+    positions = np.concatenate([cache.indices(split) for split in splits])
+    bm, ca = cache.labels("bm")[positions], cache.labels("ca")[positions]
+    known = (bm >= 0) & (ca >= 0)
+    positions = np.sort(positions[known])
+    labels = class_labels(cache.labels("bm")[positions], cache.labels("ca")[positions])
+    return positions, labels
+
+
+def _images(cache: SiteCache, positions: np.ndarray) -> np.ndarray:
+    return np.asarray(cache.images[positions], dtype=np.float32)
+
+
+def load_encoder(
+    settings: GanSettings, state: Path, device: str
+) -> SiteEncoder | TorchScriptEncoder:
+    """Load the run's feature encoder (as recorded in ``selected.json``)."""
+    selected = json.loads((state / SELECTION_FILE).read_text())
+    if settings.encoder == "site":
+        return SiteEncoder.load(
+            state / "encoder.pt", sha256=selected["encoder-sha256"], device=device
+        )
+    return load_feature_encoder(
+        "torchscript",
+        settings.encoder_path,
+        settings.encoder_sha256,
+        device=device,
+    )
+
+
+def _encoder(
+    settings: GanSettings,
+    images: np.ndarray,
+    labels: np.ndarray,
+    state: Path,
+    *,
+    seed: int,
+    device: str,
+) -> tuple[SiteEncoder | TorchScriptEncoder, str]:
+    if settings.encoder == "torchscript":
+        encoder = load_feature_encoder(
+            "torchscript", settings.encoder_path, settings.encoder_sha256, device=device
+        )
+        return encoder, str(settings.encoder_sha256)
+    trained = train_site_encoder(
+        images,
+        labels,
+        EncoderSpec(epochs=settings.encoder_epochs, seed=seed, device=device),
+    )
+    return trained, trained.save(state / "encoder.pt")
+
+
+def _curation_classifier(
+    cache: SiteCache,
+    task: str,
+    spec: ClassifierSpec,
+    train: TrainSpec,
+    epochs: int,
+    state: Path,
+) -> tuple[str, float]:
+    model = build_classifier(spec)
+    result = train_local(model, cache, task, replace(train, epochs=epochs))
+    path = state / "curation-classifier.pt"
+    torch.save(model.state_dict(), path)
+    auc = float("nan") if result.val_auc is None else result.val_auc
+    return file_sha256(path), auc
+
+
+def _check_enough(n_train: int, n_held_out: int, settings: GanSettings) -> None:
+    problems = []
+    if n_train < settings.batch_size:
+        problems.append(
+            Problem(
+                "too-few-scans",
+                f"{n_train} training scans with both labels known, fewer than a "
+                f"GAN batch ({settings.batch_size}); this site cannot train a GAN",
+                "train",
+            )
+        )
+    if n_held_out < 4:
+        problems.append(
+            Problem(
+                "too-few-held-out",
+                f"{n_held_out} held-out (val/test) scans with both labels known; "
+                "model selection by FD needs at least 4",
+                "val/test",
+            )
+        )
+    TrainingError.raise_if_any("site GAN", problems)
+
+
+def train_site_generator(
+    cache: SiteCache,
+    task: str,
+    settings: GanSettings,
+    classifier: ClassifierSpec,
+    train: TrainSpec,
+    *,
+    work_dir: Path,
+    run_name: str,
+    seed: int,
+    device: str,
+) -> SiteGanOutcome:
+    """Train encoder, curation classifier and GAN at the site; select by FD.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        The study task, for the curation classifier.
+    settings
+        The study's GAN settings.
+    classifier, train
+        The study's classifier and local-training settings.
+    work_dir, run_name
+        Where the state goes: ``<work_dir>/gan/<run_name>/``.
+    seed
+        Seeds encoder, classifier and GAN.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    SiteGanOutcome
+        Scalar figures and hashes (nothing about any single scan).
+    """
+    state = gan_state_dir(work_dir, run_name)
+    state.mkdir(parents=True, exist_ok=True)
+    train_rows, train_labels = labelled_class_rows(cache, ("train",))
+    held_rows, held_labels = labelled_class_rows(cache, ("val", "test"))
+    _check_enough(len(train_rows), len(held_rows), settings)
+    images = _images(cache, train_rows)
+    held_out = _images(cache, held_rows)
+
+    started = time.perf_counter()
+    encoder, encoder_sha = _encoder(
+        settings, images, train_labels, state, seed=seed, device=device
+    )
+    encoder_seconds = time.perf_counter() - started
+    classifier_sha, curation_auc = _curation_classifier(
+        cache, task, classifier, train, settings.curation_epochs, state
+    )
+    height, width = images.shape[1:]
+    trainer = GanTrainer(
+        GanSpec(
+            height=height,
+            width=width,
+            latent_dim=settings.latent_dim,
+            style_dim=settings.latent_dim,
+            base_channels=settings.base_channels,
+            max_channels=settings.max_channels,
+        ),
+        GanTrainSpec(
+            batch_size=settings.batch_size,
+            lr_g=settings.lr,
+            lr_d=settings.lr,
+            r1_gamma=settings.r1_gamma,
+            ada_target=settings.ada_target,
+            class_balanced=True,
+            seed=seed,
+            device=device,
+        ),
+    )
+    run = train_site_gan(
+        trainer,
+        images,
+        train_labels,
+        held_out=held_out,
+        held_out_labels=held_labels,
+        embed=encoder.embed,
+        spec=GanRunSpec(
+            steps=settings.steps,
+            checkpoint_every=min(settings.checkpoint_every, settings.steps),
+            fd_images_per_class=settings.fd_images_per_class,
+            seed=seed,
+        ),
+        checkpoint_dir=state / "checkpoints",
+    )
+    selection: dict[str, Any] = {
+        "checkpoint": str(Path(run.best.path).resolve()),
+        "checkpoint-sha256": run.best.sha256,
+        "encoder": encoder.name,
+        "encoder-sha256": encoder_sha,
+        "classifier-sha256": classifier_sha,
+        "best-step": run.best.step,
+    }
+    (state / SELECTION_FILE).write_text(json.dumps(selection, indent=2) + "\n")
+    metrics = dict(run.to_metrics())
+    metrics.update(
+        {
+            "n-real": float(len(train_rows)),
+            "n-held-out": float(len(held_rows)),
+            "curation-val-auc": curation_auc,
+            "encoder-seconds": encoder_seconds,
+        }
+    )
+    provenance = {
+        "checkpoint-sha256": run.best.sha256,
+        "encoder": encoder.name[:128],
+        "encoder-sha256": encoder_sha,
+        "classifier-sha256": classifier_sha,
+        "round": "0",
+    }
+    return SiteGanOutcome(metrics, provenance)

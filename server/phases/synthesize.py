@@ -1,0 +1,125 @@
+"""Phase ``synthesize``: audited synthetic images pooled and redistributed.
+
+Each generator site generates, curates with its own classifier and audits its
+images against its own training scans; only released images (the egress guard
+checks each against the site's release register) come back, with labels and
+an audit summary. The server pools them with provenance, removes duplicates,
+writes them as PNG and DICOM marked synthetic, and sends the pool to the sites
+that train with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.app import RecordDict
+
+from fedbone.federation.kinds import PHASE_SYNTHESIZE, SYNTHETIC_RECORD
+from fedbone.federation.records import arrays_to_record
+from fedbone.federation.study_messages import metric_ints
+from fedbone.federation.synthetic_messages import SYNTHESIS_SETTINGS, settings_json
+from fedbone.synthetic.pool import BatchProvenance, SyntheticPool
+from server.study import StudyError, StudyRun
+
+__all__ = ["recipient_nodes", "run_synthesize"]
+
+logger = logging.getLogger(__name__)
+
+
+def recipient_nodes(run: StudyRun) -> list[int]:
+    """Nodes that receive the pool: ``synthesis.recipients``, or train sites."""
+    recipients = run.study.synthesis.recipients
+    if not recipients:
+        return run.train_nodes
+    return run.nodes_of(recipients, what="synthesis.recipients")
+
+
+def _audit_values(reply_audit: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in reply_audit.items():
+        values[key] = list(value) if isinstance(value, list) else value
+    return values
+
+
+def run_synthesize(run: StudyRun) -> None:
+    """Collect released images from every generator site; pool; redistribute."""
+    if not run.generators:
+        raise StudyError("phase synthesize needs generators: put phase gan before it")
+    nodes = run.nodes_of(sorted(run.generators), what="the generator sites")
+    config = run.config(
+        PHASE_SYNTHESIZE,
+        {
+            SYNTHESIS_SETTINGS: settings_json(run.study.synthesis),
+            "seed": run.study.seed,
+        },
+    )
+    replies = run.query("synthesize", nodes, RecordDict({"config": config}))
+    pool = SyntheticPool()
+    audits: dict[str, Any] = {}
+    spacing = float("nan")
+    for reply in replies:
+        site = run.site_of(reply.metadata.src_node_id)
+        record = reply.content.array_records[SYNTHETIC_RECORD]
+        provenance = dict(reply.content.config_records["provenance"])
+        audit = _audit_values(reply.content.metric_records["audit"])
+        spacing = float(str(provenance.get("spacing-mm", "nan")))
+        images = record["images"].numpy()
+        class_ids = record["class-ids"].numpy()
+        if len(images):
+            pool.add(
+                images,
+                class_ids,
+                BatchProvenance(
+                    site=site,
+                    round=int(run.generators[site].get("round", "0")),
+                    checkpoint_sha256=str(provenance["checkpoint-sha256"]),
+                    audit=audit,
+                ),
+            )
+        audits[site] = audit
+        logger.info(
+            "%s released %d of %d synthetic images (blocked %s, membership AUC %s)",
+            site,
+            len(images),
+            int(audit.get("n-generated", -1)),
+            audit.get("n-blocked"),
+            audit.get("membership-auc"),
+        )
+    run.results["synthesis"] = {"audits": audits, "pool-size": len(pool)}
+    if not len(pool):
+        run.write_json("synthesis.json", run.results["synthesis"])
+        raise StudyError("phase synthesize: no site released any synthetic image")
+    pool.save(run.run_dir / "synthetic", spacing_mm=spacing)
+    run.pool = pool
+    run.results["synthesis"]["batches"] = pool.batches
+    run.results["synthesis"]["pool-sha256"] = pool.digest()
+    run.results["synthesis"]["deliveries"] = _redistribute(run, pool)
+    run.write_json("synthesis.json", run.results["synthesis"])
+
+
+def _redistribute(run: StudyRun, pool: SyntheticPool) -> dict[str, int]:
+    """Send the pool to the recipient sites; return how many each stored."""
+    images, class_ids = pool.arrays()
+    digest = pool.digest()
+    content = RecordDict(
+        {
+            "config": run.config(PHASE_SYNTHESIZE, {"pool-sha256": digest}),
+            SYNTHETIC_RECORD: arrays_to_record(
+                {"images": images, "class-ids": class_ids}
+            ),
+        }
+    )
+    delivered: dict[str, int] = {}
+    for reply in run.query("receive_synthetic", recipient_nodes(run), content):
+        site = run.site_of(reply.metadata.src_node_id)
+        echoed = str(reply.content.config_records["pool"]["pool-sha256"])
+        stored = metric_ints(reply.content.metric_records["stored"])
+        if echoed != digest:
+            logger.warning("%s stored a different pool (%s); ignored", site, echoed)
+            continue
+        delivered[site] = stored["n-stored"]
+    missing = sorted({run.site_of(n) for n in recipient_nodes(run)} - set(delivered))
+    if missing:
+        logger.warning("pool not delivered to %s", ", ".join(missing))
+    return delivered
