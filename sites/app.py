@@ -14,12 +14,13 @@ from fedbone.data.cache import SiteCache
 from fedbone.data.census import take_census
 from fedbone.evaluation.site_validation import paired_components, validate_models
 from fedbone.federation.egress import egress_mod
-from fedbone.federation.kinds import CONFIG_RECORD
+from fedbone.federation.kinds import CONFIG_RECORD, SYNTHETIC_RECORD
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.federation.site_context import (
     guard_and_log_for,
     load_site_for,
     open_site_cache,
+    release_register_of,
 )
 from fedbone.federation.study_messages import (
     classifier_spec_from,
@@ -34,6 +35,17 @@ from fedbone.federation.study_messages import (
     pairs_from,
     pooled_histograms_from,
     train_spec_from,
+)
+from fedbone.federation.synthetic_messages import (
+    gan_settings_from,
+    synthesis_settings_from,
+)
+from fedbone.synthetic.site_gan import train_site_generator
+from fedbone.synthetic.site_synthesis import (
+    mixed_training_view,
+    store_received_pool,
+    synthesize_at_site,
+    umap_at_site,
 )
 from fedbone.training.site_round import evaluate_round, train_round
 
@@ -70,11 +82,26 @@ def census(message: Message, context: Context) -> Message:
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Train the received global model on the site's data for one round."""
-    config, cache = _site(message, context)
+    """Train the received global model on the site's data for one round.
+
+    With ``synthetic-ratio`` or ``synthetic-only`` set, the run's received
+    synthetic pool is mixed into the training split.
+    """
+    site = load_site_for(message, context)
+    config = message.content.config_records[CONFIG_RECORD]
+    task = config_str(config, "task")
+    cache = mixed_training_view(
+        open_site_cache(site),
+        task,
+        ratio=config_float(config, "synthetic-ratio", 0.0),
+        synthetic_only=config_bool(config, "synthetic-only", False),
+        work_dir=site.work_dir,
+        run_name=config_str(config, "run-name"),
+        seed=config_int(config, "seed", 0),
+    )
     result = train_round(
         cache,
-        config_str(config, "task"),
+        task,
         classifier_spec_from(config),
         train_spec_from(config),
         record_to_arrays(message.content.array_records[_ARRAYS]),
@@ -144,3 +171,99 @@ def paired(message: Message, context: Context) -> Message:
         {name: metric_record(values) for name, values in records.items()}
     )
     return Message(content, reply_to=message)
+
+
+@app.query("gan_train")
+def gan_train(message: Message, context: Context) -> Message:
+    """Train this site's GAN (and its encoder and curation classifier) here."""
+    site = load_site_for(message, context)
+    config = message.content.config_records[CONFIG_RECORD]
+    outcome = train_site_generator(
+        open_site_cache(site),
+        config_str(config, "task"),
+        gan_settings_from(config),
+        classifier_spec_from(config),
+        train_spec_from(config),
+        work_dir=site.work_dir,
+        run_name=config_str(config, "run-name"),
+        seed=config_int(config, "seed"),
+        device=site.device.value,
+    )
+    provenance = ConfigRecord({"site-id": site.site_id, **outcome.provenance})
+    content = RecordDict(
+        {"metrics": metric_record(outcome.metrics), "provenance": provenance}
+    )
+    return Message(content, reply_to=message)
+
+
+@app.query("synthesize")
+def synthesize(message: Message, context: Context) -> Message:
+    """Generate, curate and audit; reply with the released images only."""
+    site = load_site_for(message, context)
+    config = message.content.config_records[CONFIG_RECORD]
+    release = synthesize_at_site(
+        open_site_cache(site),
+        config_str(config, "task"),
+        synthesis_settings_from(config),
+        classifier_spec_from(config),
+        site.privacy.audit,
+        work_dir=site.work_dir,
+        run_name=config_str(config, "run-name"),
+        register=release_register_of(site),
+        seed=config_int(config, "seed"),
+        device=site.device.value,
+    )
+    content = RecordDict(
+        {
+            SYNTHETIC_RECORD: arrays_to_record(
+                {"images": release.images, "class-ids": release.class_ids}
+            ),
+            "audit": metric_record(release.summary),
+            "provenance": ConfigRecord({"site-id": site.site_id, **release.provenance}),
+        }
+    )
+    return Message(content, reply_to=message)
+
+
+@app.query("receive_synthetic")
+def receive_synthetic(message: Message, context: Context) -> Message:
+    """Store the server's synthetic pool for this run; acknowledge its digest."""
+    site = load_site_for(message, context)
+    config = message.content.config_records[CONFIG_RECORD]
+    arrays = record_to_arrays(message.content.array_records[SYNTHETIC_RECORD])
+    digest = config_str(config, "pool-sha256")
+    stored = store_received_pool(
+        arrays["images"],
+        arrays["class-ids"],
+        expected_sha256=digest,
+        work_dir=site.work_dir,
+        run_name=config_str(config, "run-name"),
+    )
+    content = RecordDict(
+        {
+            "stored": metric_record(
+                {"n-received": len(arrays["images"]), "n-stored": stored}
+            ),
+            "pool": ConfigRecord({"pool-sha256": digest}),
+        }
+    )
+    return Message(content, reply_to=message)
+
+
+@app.query("umap")
+def umap(message: Message, context: Context) -> Message:
+    """Reply with coarse UMAP density grids of real vs released synthetic images."""
+    site = load_site_for(message, context)
+    config = message.content.config_records[CONFIG_RECORD]
+    view = umap_at_site(
+        open_site_cache(site),
+        gan_settings_from(config),
+        work_dir=site.work_dir,
+        run_name=config_str(config, "run-name"),
+        min_cell=site.privacy.small_cell_threshold,
+        seed=config_int(config, "seed"),
+        device=site.device.value,
+    )
+    return Message(
+        RecordDict({"umap": metric_record(view.to_record())}), reply_to=message
+    )

@@ -133,8 +133,9 @@ class ValueRule(StrEnum):
     """Metrics: scalars, plus ``*-histogram`` lists of at most 64 int counts
     over fixed public bins; never per-image or per-patient values."""
     DENSITY_GRID = "density-grid"
-    """Metrics: ``grid-*`` lists of int counts over a coarse 2-D grid (a cell
-    holds 0 or at least the small-cell threshold), plus scalars."""
+    """Metrics: ``grid-*`` lists of int counts over a coarse 2-D grid (a cell of
+    a ``grid-real*`` grid holds 0 or at least the small-cell threshold), plus
+    scalars."""
 
 
 @dataclass(frozen=True)

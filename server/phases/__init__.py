@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from server.phases.census import run_census
+from server.phases.gan import run_gan
 from server.phases.report import run_report
+from server.phases.synthesize import run_synthesize
 from server.phases.train import run_train
 from server.phases.validate import run_validate
 from server.study import StudyRun
@@ -18,6 +20,8 @@ __all__ = ["PHASE_FUNCTIONS"]
 
 PHASE_FUNCTIONS: dict[str, Callable[[StudyRun], None]] = {
     "census": run_census,
+    "gan": run_gan,
+    "synthesize": run_synthesize,
     "train": run_train,
     "validate": run_validate,
     "report": run_report,

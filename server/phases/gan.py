@@ -18,6 +18,7 @@ from flwr.app import RecordDict
 from fedbone.federation.kinds import PHASE_GAN
 from fedbone.federation.study_messages import metric_floats
 from fedbone.federation.synthetic_messages import GAN_SETTINGS, settings_json
+from server.phases.train import train_config
 from server.study import StudyError, StudyRun
 
 __all__ = ["gan_nodes", "run_gan"]
@@ -42,9 +43,7 @@ def run_gan(run: StudyRun) -> None:
 
         run_federated_gan(run, nodes)
         return
-    config = run.config(
-        PHASE_GAN, {GAN_SETTINGS: settings_json(settings), "seed": run.study.seed}
-    )
+    config = train_config(run, PHASE_GAN, {GAN_SETTINGS: settings_json(settings)})
     replies = run.query("gan_train", nodes, RecordDict({"config": config}))
     results = {}
     for reply in replies:

@@ -18,7 +18,11 @@ from flwr.app import RecordDict
 from fedbone.federation.kinds import PHASE_SYNTHESIZE, SYNTHETIC_RECORD
 from fedbone.federation.records import arrays_to_record
 from fedbone.federation.study_messages import metric_ints
-from fedbone.federation.synthetic_messages import SYNTHESIS_SETTINGS, settings_json
+from fedbone.federation.synthetic_messages import (
+    GAN_SETTINGS,
+    SYNTHESIS_SETTINGS,
+    settings_json,
+)
 from fedbone.synthetic.pool import BatchProvenance, SyntheticPool
 from server.study import StudyError, StudyRun
 
@@ -96,6 +100,24 @@ def run_synthesize(run: StudyRun) -> None:
     run.results["synthesis"]["pool-sha256"] = pool.digest()
     run.results["synthesis"]["deliveries"] = _redistribute(run, pool)
     run.write_json("synthesis.json", run.results["synthesis"])
+    _umap(run, nodes)
+
+
+def _umap(run: StudyRun, nodes: list[int]) -> None:
+    """Ask generator sites for UMAP density grids of real vs released images."""
+    config = run.config(
+        PHASE_SYNTHESIZE,
+        {GAN_SETTINGS: settings_json(run.study.gan), "seed": run.study.seed},
+    )
+    grids: dict[str, Any] = {}
+    for reply in run.query("umap", nodes, RecordDict({"config": config})):
+        site = run.site_of(reply.metadata.src_node_id)
+        grids[site] = {
+            key: list(value) if isinstance(value, list) else value
+            for key, value in reply.content.metric_records["umap"].items()
+        }
+    run.results["umap"] = grids
+    run.write_json("umap.json", grids)
 
 
 def _redistribute(run: StudyRun, pool: SyntheticPool) -> dict[str, int]:

@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -30,7 +31,7 @@ from server.strategies import build_strategy
 from server.study import StudyError, StudyRun
 from server.study_grid import StudyGrid
 
-__all__ = ["initial_arrays", "run_train"]
+__all__ = ["initial_arrays", "run_train", "train_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,15 @@ def initial_arrays(run: StudyRun) -> dict[str, np.ndarray]:
     return state_to_arrays(build_classifier(classifier_spec(run)))
 
 
-def _train_config(run: StudyRun) -> ConfigRecord:
+def train_config(
+    run: StudyRun, phase: str = "train", extra: Mapping[str, Any] | None = None
+) -> ConfigRecord:
+    """Return the config record of local classifier training (plus ``extra``)."""
     t = run.study.training
     return run.config(
-        "train",
+        phase,
         {
+            **(extra or {}),
             "local-epochs": t.local_epochs,
             "batch-size": t.batch_size,
             "lr": t.lr,
@@ -112,7 +117,11 @@ def _recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]
 
 
 def _train_over(
-    run: StudyRun, name: str, nodes: list[int], start: dict[str, np.ndarray]
+    run: StudyRun,
+    name: str,
+    nodes: list[int],
+    start: dict[str, np.ndarray],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     settings = run.study.training
     grid = StudyGrid(
@@ -133,7 +142,7 @@ def _train_over(
         grid=grid,
         initial_arrays=arrays_to_record(start),
         num_rounds=settings.rounds,
-        train_config=_train_config(run),
+        train_config=train_config(run, extra=extra),
         evaluate_config=run.config("train"),
     )
     if grid.rejected:
@@ -169,8 +178,33 @@ def run_train(run: StudyRun) -> None:
                 seed=run.study.seed,
                 work_dir=run.run_dir,
             )
+    _train_with_synthetic(run, start)
     models_dir = run.run_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     for name, arrays in run.models.items():
         np.savez(models_dir / f"{name}.npz", allow_pickle=False, **arrays)
     run.write_json("rounds.json", run.rounds)
+
+
+def _train_with_synthetic(run: StudyRun, start: dict[str, np.ndarray]) -> None:
+    """Train ``local-<site>-syn<r>`` (and ``-synonly``) models on mixed data.
+
+    Each such model is the site training alone, exactly like its ``local-<site>``
+    baseline, except that the pooled synthetic images it received in phase
+    ``synthesize`` are mixed in at the ratio (class prevalence kept).
+    """
+    wanted = run.study.synthetic_training.model_names()
+    if not wanted:
+        return
+    if run.pool is None:
+        raise StudyError(
+            "synthetic_training needs a synthetic pool: put phase synthesize "
+            "(after gan) before train"
+        )
+    for name, (site, ratio) in wanted.items():
+        (node,) = run.nodes_of([site], what="synthetic_training.sites")
+        extra = {
+            "synthetic-ratio": 0.0 if ratio is None else float(ratio),
+            "synthetic-only": ratio is None,
+        }
+        run.models[name] = _train_over(run, name, [node], start, extra)

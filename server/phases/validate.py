@@ -33,10 +33,21 @@ logger = logging.getLogger(__name__)
 
 
 def comparison_pairs(model_names: list[str]) -> list[tuple[str, str]]:
-    """Return ``(federated, baseline)`` for every baseline that was trained."""
-    if "federated" not in model_names:
-        return []
-    return [("federated", name) for name in model_names if name != "federated"]
+    """Return the paired comparisons the study reports.
+
+    ``(federated, baseline)`` for every baseline that was trained, and
+    ``(local-<site>-syn<r>, local-<site>)`` for every model trained with
+    synthetic images against the same site trained on its real scans alone.
+    """
+    pairs = []
+    if "federated" in model_names:
+        pairs += [("federated", name) for name in model_names if name != "federated"]
+    for name in model_names:
+        if name.startswith("local-") and "-syn" in name:
+            base = name[: name.rindex("-syn")]
+            if base in model_names:
+                pairs.append((name, base))
+    return pairs
 
 
 def _validate_config(run: StudyRun, pairs: list[tuple[str, str]]) -> ConfigRecord:
@@ -64,7 +75,7 @@ def run_validate(run: StudyRun) -> None:
     replies = run.query("validate", run.all_nodes, content)
 
     per_site: list[dict[str, Any]] = []
-    histograms: dict[str, list[ScoreHistograms]] = {name: [] for name in names}
+    by_node: dict[int, dict[str, ScoreHistograms]] = {}
     site_pairs: list[dict[str, Any]] = []
     for reply in replies:
         site = run.site_of(reply.metadata.src_node_id)
@@ -74,7 +85,7 @@ def run_validate(run: StudyRun) -> None:
             row.update(metric_floats(records[f"metrics-{name}"]))
             per_site.append(row)
             hist = records[f"histograms-{name}"]
-            histograms[name].append(
+            by_node.setdefault(reply.metadata.src_node_id, {})[name] = (
                 ScoreHistograms.from_dict(
                     {"positives": hist["positives"], "negatives": hist["negatives"]}
                 )
@@ -86,18 +97,30 @@ def run_validate(run: StudyRun) -> None:
                 pair_row.update(metric_floats(records[key]))
                 site_pairs.append(pair_row)
 
-    pooled = {name: pooled_roc(histograms[name]) for name in names}
-    answered = [reply.metadata.src_node_id for reply in replies]
-    pooled_pairs = _pooled_comparisons(run, pairs, histograms, answered)
-    run.results["validation"] = {
-        "per_site": per_site,
-        "pooled": {name: roc for name, roc in pooled.items()},
-        "site_pairs": site_pairs,
-        "pooled_pairs": pooled_pairs,
-    }
+    answered = sorted(by_node)
+    external = [n for n in answered if run.sites[n].role == "validate-only"]
+    scopes = {"pooled": answered, "external": external}
+    results: dict[str, Any] = {"per_site": per_site, "site_pairs": site_pairs}
+    for scope, nodes in scopes.items():
+        if not nodes:
+            continue
+        histograms = {name: [by_node[n][name] for n in nodes] for name in names}
+        suffix = "" if scope == "pooled" else f"_{scope}"
+        results[f"pooled{suffix}"] = {
+            name: pooled_roc(histograms[name]) for name in names
+        }
+        results[f"pooled_pairs{suffix}"] = _pooled_comparisons(
+            run, pairs, histograms, nodes
+        )
+        _log_pooled(scope, results[f"pooled{suffix}"])
+    run.results["validation"] = results
+
+
+def _log_pooled(scope: str, pooled: dict[str, Any]) -> None:
     for name, roc in pooled.items():
         logger.info(
-            "pooled %s: AUC %.3f (95%% CI %.3f-%.3f) over %d+ / %d- scans",
+            "%s %s: AUC %.3f (95%% CI %.3f-%.3f) over %d+ / %d- scans",
+            scope,
             name,
             roc.auc,
             roc.auc_ci.low,

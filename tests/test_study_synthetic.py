@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from fedbone.errors import ConfigError
+from fedbone.study_config import study_config_from_mapping
+from fedbone.study_synthetic import synthetic_model_name
+
+
+def _raw(**sections: object) -> dict[str, object]:
+    return {
+        "study": {
+            "name": "gan-study",
+            "phases": ["census", "gan", "synthesize", "train", "validate", "report"],
+        },
+        **sections,
+    }
+
+
+def test_generative_sections_are_read_with_defaults(tmp_path: Path) -> None:
+    # Execute
+    study = study_config_from_mapping(
+        _raw(
+            gan={"sites": ["A"], "steps": 300, "ada_target": None},
+            synthesis={"n_per_class": 50, "recipients": ["B"]},
+            synthetic_training={
+                "sites": ["B"],
+                "ratios": [1, 2.5],
+                "synthetic_only": True,
+            },
+        ),
+        base_dir=tmp_path,
+    )
+
+    # Assert
+    assert study.gan.sites == ("A",) and study.gan.steps == 300
+    assert study.gan.ada_target is None and study.gan.mode == "local"
+    assert study.synthesis.recipients == ("B",)
+    assert list(study.synthetic_training.model_names()) == [
+        "local-B-syn1",
+        "local-B-syn2p5",
+        "local-B-synonly",
+    ]
+
+
+def test_every_generative_problem_is_reported_at_once(tmp_path: Path) -> None:
+    # Prepare
+    raw = _raw(
+        gan={"mode": "central", "steps": 0, "encoder": "torchscript", "typo": 1},
+        synthesis={"classes": [0, 7]},
+        synthetic_training={"sites": ["B"], "ratios": [-1]},
+    )
+
+    # Execute
+    with pytest.raises(ConfigError) as caught:
+        study_config_from_mapping(raw, base_dir=tmp_path)
+
+    # Assert
+    wheres = {p.where for p in caught.value.problems}
+    assert wheres >= {
+        "gan.mode",
+        "gan.steps",
+        "gan.encoder_path",
+        "gan.typo",
+        "synthesis.classes",
+        "synthetic_training.ratios",
+    }
+
+
+def test_a_study_without_phases_runs_the_classifier_study(tmp_path: Path) -> None:
+    study = study_config_from_mapping({"study": {"name": "x"}}, base_dir=tmp_path)
+
+    assert study.phases == ("census", "train", "validate", "report")
+
+
+def test_synthetic_model_names() -> None:
+    assert synthetic_model_name("B", 50.0) == "local-B-syn50"
+    assert synthetic_model_name("B", None) == "local-B-synonly"
