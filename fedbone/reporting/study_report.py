@@ -8,7 +8,6 @@ the HTML file can be mailed or archived on its own.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -17,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from fedbone.reporting.plots import plot_pooled_roc, plot_rounds
+from fedbone.reporting.synthetic_report import (
+    ReportSection,
+    ratio_sweep_rows,
+    write_csv,
+    write_synthetic_sections,
+)
 
-__all__ = ["StudyReport", "format_summary", "write_study_report"]
+__all__ = ["StudyReport", "format_summary", "study_ratio_sweep", "write_study_report"]
+
+#: Census role of the sites never used for training (external validation).
+VALIDATE_ONLY = "validate-only"
 
 
 @dataclass
@@ -36,6 +44,16 @@ class StudyReport:
     rejected: Sequence[Mapping[str, Any]] = ()
     site_errors: Sequence[Mapping[str, Any]] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    # The same over validation-only sites only (external validation).
+    pooled_external: Mapping[str, Any] = field(default_factory=dict)
+    pooled_pairs_external: Sequence[Mapping[str, Any]] = ()
+    gan: Mapping[str, Any] = field(default_factory=dict)  # results["gan"]
+    synthesis: Mapping[str, Any] = field(default_factory=dict)
+    umap: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Model name -> (training site, synthetic images per real scan or None).
+    synthetic_models: Mapping[str, tuple[str, float | None]] = field(
+        default_factory=dict
+    )
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -44,19 +62,10 @@ def _ci(value: float, low: float, high: float) -> str:
     return f"{value:.3f} ({low:.3f}-{high:.3f})"
 
 
-def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _pooled_rows(report: StudyReport) -> list[dict[str, Any]]:
+def _pooled_rows(pooled: Mapping[str, Any], scope: str) -> list[dict[str, Any]]:
     return [
         {
+            "scope": scope,
             "model": name,
             "n_positive": roc.n_positive,
             "n_negative": roc.n_negative,
@@ -66,17 +75,36 @@ def _pooled_rows(report: StudyReport) -> list[dict[str, Any]]:
             "sensitivity": roc.sensitivity_at,
             "specificity": roc.specificity_at,
         }
-        for name, roc in report.pooled.items()
+        for name, roc in pooled.items()
     ]
+
+
+def _scopes(report: StudyReport) -> list[tuple[str, Mapping[str, Any], Sequence[Any]]]:
+    """``(scope, pooled ROCs, pooled pairs)``: all sites, then external only."""
+    scopes = [("pooled", report.pooled, report.pooled_pairs)]
+    if report.pooled_external:
+        scopes.append(
+            ("external", report.pooled_external, report.pooled_pairs_external)
+        )
+    return scopes
 
 
 def _pair_rows(report: StudyReport) -> list[dict[str, Any]]:
     rows = [dict(row, scope=row["site"]) for row in report.site_pairs]
-    for item in report.pooled_pairs:
+    for scope, _, pairs in _scopes(report):
+        rows += _pooled_pair_rows(pairs, scope)
+    return rows
+
+
+def _pooled_pair_rows(
+    pairs: Sequence[Mapping[str, Any]], scope: str
+) -> list[dict[str, Any]]:
+    rows = []
+    for item in pairs:
         test = item["test"]
         rows.append(
             {
-                "scope": "pooled",
+                "scope": scope,
                 "model_a": item["model_a"],
                 "model_b": item["model_b"],
                 "difference": test.difference,
@@ -89,19 +117,36 @@ def _pair_rows(report: StudyReport) -> list[dict[str, Any]]:
 
 
 def format_summary(report: StudyReport) -> str:
-    """Return a short fixed-width table of pooled results, for the terminal."""
+    """Return short fixed-width tables of pooled results, for the terminal.
+
+    All validating sites first; then, when present, the same over the
+    validation-only sites ("External"), each with its paired DeLong lines.
+    """
+    blocks = []
+    for scope, pooled, pairs in _scopes(report):
+        block = _summary_block(pooled, pairs)
+        if scope == "external":
+            block = "External (validation-only sites)\n" + block
+        blocks.append(block)
+    return "\n\n".join(blocks)
+
+
+def _summary_block(
+    pooled: Mapping[str, Any], pairs: Sequence[Mapping[str, Any]]
+) -> str:
+    width = max([14, *(len(name) + 2 for name in pooled)])
     lines = [
-        f"{'model':<14}{'pooled AUC (95% CI)':<26}{'sens@0.5':>9}{'spec@0.5':>9}"
-        f"{'pos':>6}{'neg':>6}"
+        f"{'model':<{width}}{'pooled AUC (95% CI)':<26}{'sens@0.5':>9}"
+        f"{'spec@0.5':>9}{'pos':>6}{'neg':>6}"
     ]
-    for row in _pooled_rows(report):
+    for row in _pooled_rows(pooled, ""):
         lines.append(
-            f"{row['model']:<14}"
+            f"{row['model']:<{width}}"
             f"{_ci(row['auc'], row['auc_low'], row['auc_high']):<26}"
             f"{row['sensitivity']:>9.3f}{row['specificity']:>9.3f}"
             f"{row['n_positive']:>6}{row['n_negative']:>6}"
         )
-    for item in report.pooled_pairs:
+    for item in pairs:
         test = item["test"]
         lines.append(
             f"DeLong {item['model_a']} vs {item['model_b']}: "
@@ -175,6 +220,25 @@ def _census_rows(report: StudyReport) -> list[dict[str, Any]]:
     return rows
 
 
+def study_ratio_sweep(report: StudyReport) -> list[dict[str, Any]]:
+    """External AUC per model of the ratio sweep (see :func:`ratio_sweep_rows`).
+
+    The external sites are those with census role ``validate-only``.
+    """
+    external = [s["site"] for s in report.census if s["role"] == VALIDATE_ONLY]
+    return ratio_sweep_rows(
+        report.synthetic_models, report.per_site, report.pooled_external, external
+    )
+
+
+def _render(section: ReportSection) -> str:
+    parts = [f"<h2>{html.escape(section.heading)}</h2>"]
+    parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
+    parts += [_table(rows, columns) for rows, columns in section.tables]
+    parts.append("".join(_img(path) for path in section.images))
+    return "\n".join(parts)
+
+
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;
@@ -192,12 +256,16 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         The HTML report.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    pooled_rows = _pooled_rows(report)
+    pooled_rows = [
+        row
+        for scope, pooled, _ in _scopes(report)
+        for row in _pooled_rows(pooled, scope)
+    ]
     pair_rows = _pair_rows(report)
-    _write_csv(out_dir / "per_site.csv", report.per_site)
-    _write_csv(out_dir / "pooled.csv", pooled_rows)
-    _write_csv(out_dir / "comparisons.csv", pair_rows)
-    _write_csv(out_dir / "rounds.csv", report.rounds)
+    write_csv(out_dir / "per_site.csv", report.per_site)
+    write_csv(out_dir / "pooled.csv", pooled_rows)
+    write_csv(out_dir / "comparisons.csv", pair_rows)
+    write_csv(out_dir / "rounds.csv", report.rounds)
     roc_png = plot_pooled_roc(report.pooled, out_dir / "roc_pooled.png")
     auc_png = plot_rounds(
         report.rounds, "val-auc", out_dir / "rounds_val_auc.png", model="federated"
@@ -245,6 +313,14 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         "<h2>Training</h2>",
         _img(auc_png) + _img(loss_png),
     ]
+    for section in write_synthetic_sections(
+        out_dir,
+        gan=report.gan,
+        synthesis=report.synthesis,
+        umap=report.umap,
+        sweep=study_ratio_sweep(report),
+    ):
+        sections.append(_render(section))
     if report.rejected or report.site_errors:
         sections += [
             "<h2>Rejected updates and site errors</h2>",

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Any
 
-from fedbone.reporting import StudyReport, format_summary, write_study_report
+from fedbone.reporting import (
+    StudyReport,
+    compact_synthesis,
+    format_summary,
+    study_ratio_sweep,
+    write_study_report,
+)
 from server.study import StudyRun
 
 __all__ = ["build_report", "run_report"]
@@ -31,7 +39,26 @@ def build_report(run: StudyRun) -> StudyReport:
         rejected=run.results.get("rejected-updates", []),
         site_errors=run.results.get("site-errors", []),
         timings=dict(run.timings),
+        pooled_external=validation.get("pooled_external", {}),
+        pooled_pairs_external=validation.get("pooled_pairs_external", []),
+        gan=run.results.get("gan", {}),
+        synthesis=run.results.get("synthesis", {}),
+        umap=run.results.get("umap", {}),
+        synthetic_models=run.study.synthetic_training.model_names(),
     )
+
+
+def _pooled_json(pooled: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "auc": roc.auc,
+            "auc_low": roc.auc_ci.low,
+            "auc_high": roc.auc_ci.high,
+            "n_positive": roc.n_positive,
+            "n_negative": roc.n_negative,
+        }
+        for name, roc in pooled.items()
+    }
 
 
 def run_report(run: StudyRun) -> None:
@@ -41,17 +68,12 @@ def run_report(run: StudyRun) -> None:
     run.write_json(
         "results.json",
         {
-            "pooled": {
-                name: {
-                    "auc": roc.auc,
-                    "auc_low": roc.auc_ci.low,
-                    "auc_high": roc.auc_ci.high,
-                    "n_positive": roc.n_positive,
-                    "n_negative": roc.n_negative,
-                }
-                for name, roc in report.pooled.items()
-            },
+            "pooled": _pooled_json(report.pooled),
+            "pooled_external": _pooled_json(report.pooled_external),
             "per_site": list(report.per_site),
+            "gan": dict(report.gan),
+            "synthesis": compact_synthesis(report.synthesis),
+            "ratio_sweep": study_ratio_sweep(report),
             "rejected": list(report.rejected),
             "site_errors": list(report.site_errors),
             "timings": report.timings,
