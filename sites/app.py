@@ -7,6 +7,8 @@ screened and logged in the site's egress log before it can leave.
 
 from __future__ import annotations
 
+import os
+
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -47,6 +49,7 @@ from fedbone.synthetic.site_synthesis import (
     synthesize_at_site,
     umap_at_site,
 )
+from fedbone.training.runtime import torch_threads
 from fedbone.training.site_round import evaluate_round, train_round
 
 __all__ = ["app"]
@@ -178,17 +181,18 @@ def gan_train(message: Message, context: Context) -> Message:
     """Train this site's GAN (and its encoder and curation classifier) here."""
     site = load_site_for(message, context)
     config = message.content.config_records[CONFIG_RECORD]
-    outcome = train_site_generator(
-        open_site_cache(site),
-        config_str(config, "task"),
-        gan_settings_from(config),
-        classifier_spec_from(config),
-        train_spec_from(config),
-        work_dir=site.work_dir,
-        run_name=config_str(config, "run-name"),
-        seed=config_int(config, "seed"),
-        device=site.device.value,
-    )
+    with torch_threads(os.cpu_count()):  # the GAN runs alone at its site
+        outcome = train_site_generator(
+            open_site_cache(site),
+            config_str(config, "task"),
+            gan_settings_from(config),
+            classifier_spec_from(config),
+            train_spec_from(config),
+            work_dir=site.work_dir,
+            run_name=config_str(config, "run-name"),
+            seed=config_int(config, "seed"),
+            device=site.device.value,
+        )
     provenance = ConfigRecord({"site-id": site.site_id, **outcome.provenance})
     content = RecordDict(
         {"metrics": metric_record(outcome.metrics), "provenance": provenance}

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_study_configs_are_valid(name: str) -> None:
     study = load_study_config(ROOT / "configs" / name, base_dir=ROOT)
 
-    assert study.phases == ("census", "train", "validate", "report")
+    assert set(study.phases) >= {"census", "train", "validate", "report"}
     assert study.simulation is not None
     assert study.simulation.sites_dir.is_relative_to(ROOT)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "to_model_input",
+    "torch_threads",
 ]
 
 
@@ -148,3 +150,19 @@ def iter_batches(positions: np.ndarray, size: int) -> Iterator[np.ndarray]:
     """Yield consecutive slices of ``positions`` of at most ``size`` items."""
     for start in range(0, len(positions), size):
         yield positions[start : start + size]
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (``None``: leave as is).
+
+    A simulated site runs in a worker limited to one thread; a job that runs
+    alone (one site training its GAN) may use the whole machine.
+    """
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
