@@ -12,7 +12,7 @@ from fedbone.study_config import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["simulation.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["simulation.yaml", "paper.yaml", "ratio-sweep.yaml"])
 def test_shipped_study_configs_are_valid(name: str) -> None:
     study = load_study_config(ROOT / "configs" / name, base_dir=ROOT)
 

@@ -76,6 +76,7 @@ def run_report(run: StudyRun) -> None:
             "ratio_sweep": study_ratio_sweep(report),
             "rejected": list(report.rejected),
             "site_errors": list(report.site_errors),
+            "skipped_models": run.results.get("skipped-models", []),
             "timings": report.timings,
         },
     )

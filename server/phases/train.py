@@ -207,4 +207,12 @@ def _train_with_synthetic(run: StudyRun, start: dict[str, np.ndarray]) -> None:
             "synthetic-ratio": 0.0 if ratio is None else float(ratio),
             "synthetic-only": ratio is None,
         }
-        run.models[name] = _train_over(run, name, [node], start, extra)
+        try:
+            run.models[name] = _train_over(run, name, [node], start, extra)
+        except StudyError as error:
+            # One mix the pool cannot serve (e.g. curation kept no image of a
+            # class) must not sink the study: report it, train the others.
+            logger.error("%s not trained: %s", name, error)
+            run.results.setdefault("skipped-models", []).append(
+                {"model": name, "site": site, "reason": str(error)}
+            )
