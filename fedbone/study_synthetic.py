@@ -4,7 +4,7 @@ Three optional top-level sections of the study YAML::
 
     gan:                        # phase `gan`
       mode: local               # local: each listed site trains its own GAN
-                                # federated: G and D averaged across sites per round
+                                # (federated averaging of G and D: not yet)
       sites: [A]                # sites that train (default: every train site)
       steps: 600                # local: steps in all; federated: steps per round
       rounds: 1                 # federated only
@@ -54,7 +54,7 @@ __all__ = [
     "synthetic_model_name",
 ]
 
-GAN_MODES = ("local", "federated")
+GAN_MODES = ("local",)
 ENCODERS = ("site", "torchscript")
 
 
@@ -65,7 +65,7 @@ class GanSettings:
     mode: str = "local"
     sites: tuple[str, ...] = ()
     steps: int = 600
-    rounds: int = 1
+    rounds: int = 1  # reserved for federated mode
     checkpoint_every: int = 200
     batch_size: int = 16
     lr: float = 2e-3
@@ -141,6 +141,13 @@ def read_gan(c: StudyCollector, raw: Mapping[str, Any]) -> GanSettings:
             "gan.encoder_path",
             "a torchscript encoder needs a local file (encoder_path) and its "
             "sha256 (encoder_sha256); nothing is downloaded",
+        )
+    if g.get("mode") == "federated":
+        c.add(
+            "not-supported",
+            "gan.mode",
+            "federated GAN training (G and D averaged across sites) is not "
+            "available in this version; use mode: local",
         )
     return GanSettings(
         mode=c.one_of(g, "mode", "gan.mode", GAN_MODES, d.mode),

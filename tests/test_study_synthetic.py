@@ -46,7 +46,7 @@ def test_generative_sections_are_read_with_defaults(tmp_path: Path) -> None:
 def test_every_generative_problem_is_reported_at_once(tmp_path: Path) -> None:
     # Prepare
     raw = _raw(
-        gan={"mode": "central", "steps": 0, "encoder": "torchscript", "typo": 1},
+        gan={"mode": "federated", "steps": 0, "encoder": "torchscript", "typo": 1},
         synthesis={"classes": [0, 7]},
         synthetic_training={"sites": ["B"], "ratios": [-1]},
     )

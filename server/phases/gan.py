@@ -4,9 +4,8 @@
 checkpoints and model selection by Fréchet distance on its held-out real scans;
 only the selection figures and the checkpoint's sha256 come back (the
 generator stays at the site, which synthesises and audits in phase
-``synthesize``). ``federated`` mode: generator and discriminator are averaged
-across the GAN sites each round by Flower's FedAvg (see
-:mod:`server.phases.gan_federated`).
+``synthesize``). Federated averaging of generator and discriminator is not
+available yet; the study config refuses it.
 """
 
 from __future__ import annotations
@@ -38,11 +37,6 @@ def run_gan(run: StudyRun) -> None:
     """Train the configured GANs; record each site's selected checkpoint."""
     settings = run.study.gan
     nodes = gan_nodes(run)
-    if settings.mode == "federated":
-        from server.phases.gan_federated import run_federated_gan
-
-        run_federated_gan(run, nodes)
-        return
     config = train_config(run, PHASE_GAN, {GAN_SETTINGS: settings_json(settings)})
     replies = run.query("gan_train", nodes, RecordDict({"config": config}))
     results = {}
