@@ -91,7 +91,16 @@ def test_only_audited_images_left_a_and_every_message_was_logged(
         for site in "ABC"
     }
 
-    assert all(e["verdict"] == "passed" for e in logs["A"] + logs["B"] + logs["C"])
+    entries = logs["A"] + logs["B"] + logs["C"]
+    not_passed = [e for e in entries if e["verdict"] != "passed"]
+    # A tiny GAN's curated pool may lack a class; B then cannot keep its
+    # prevalence and says so (an error, logged) -- nothing is ever refused.
+    assert all(
+        e["verdict"] == "error"
+        and e["kind"] == "train"
+        and "synthetic mix" in e["reason"]
+        for e in not_passed
+    )
     kinds_a = {e["kind"] for e in logs["A"]}
     assert {"query.gan_train", "query.synthesize", "query.umap"} <= kinds_a
     assert "query.receive_synthetic" in {e["kind"] for e in logs["B"]}
