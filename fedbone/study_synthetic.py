@@ -6,8 +6,7 @@ Three optional top-level sections of the study YAML::
       mode: local               # local: each listed site trains its own GAN
                                 # (federated averaging of G and D: not yet)
       sites: [A]                # sites that train (default: every train site)
-      steps: 600                # local: steps in all; federated: steps per round
-      rounds: 1                 # federated only
+      steps: 600                # steps in all
       checkpoint_every: 200     # local: checkpoint + FD every this many steps
       batch_size: 16
       lr: 0.002
@@ -65,7 +64,6 @@ class GanSettings:
     mode: str = "local"
     sites: tuple[str, ...] = ()
     steps: int = 600
-    rounds: int = 1  # reserved for federated mode
     checkpoint_every: int = 200
     batch_size: int = 16
     lr: float = 2e-3
@@ -153,7 +151,6 @@ def read_gan(c: StudyCollector, raw: Mapping[str, Any]) -> GanSettings:
         mode=c.one_of(g, "mode", "gan.mode", GAN_MODES, d.mode),
         sites=c.names(g, "sites", "gan.sites"),
         steps=c.integer(g, "steps", "gan.steps", d.steps, 1, 10_000_000),
-        rounds=c.integer(g, "rounds", "gan.rounds", d.rounds, 1, 10_000),
         checkpoint_every=c.integer(
             g, "checkpoint_every", "gan.checkpoint_every", d.checkpoint_every, 1, 10**7
         ),

@@ -12,6 +12,7 @@ import os
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedbone.config import SiteConfig
 from fedbone.data.cache import SiteCache
 from fedbone.data.census import take_census
 from fedbone.evaluation.site_validation import paired_components, validate_models
@@ -59,9 +60,15 @@ app = ClientApp(mods=[egress_mod(guard_and_log_for)])
 _ARRAYS = "arrays"
 
 
+def _request(message: Message, context: Context) -> tuple[SiteConfig, ConfigRecord]:
+    """Return the site's config and the request's ``config`` record."""
+    return load_site_for(message, context), message.content.config_records[
+        CONFIG_RECORD
+    ]
+
+
 def _site(message: Message, context: Context) -> tuple[ConfigRecord, SiteCache]:
-    site = load_site_for(message, context)
-    config = message.content.config_records[CONFIG_RECORD]
+    site, config = _request(message, context)
     return config, open_site_cache(site)
 
 
@@ -90,8 +97,7 @@ def train(message: Message, context: Context) -> Message:
     With ``synthetic-ratio`` or ``synthetic-only`` set, the run's received
     synthetic pool is mixed into the training split.
     """
-    site = load_site_for(message, context)
-    config = message.content.config_records[CONFIG_RECORD]
+    site, config = _request(message, context)
     task = config_str(config, "task")
     cache = mixed_training_view(
         open_site_cache(site),
@@ -179,8 +185,7 @@ def paired(message: Message, context: Context) -> Message:
 @app.query("gan_train")
 def gan_train(message: Message, context: Context) -> Message:
     """Train this site's GAN (and its encoder and curation classifier) here."""
-    site = load_site_for(message, context)
-    config = message.content.config_records[CONFIG_RECORD]
+    site, config = _request(message, context)
     with torch_threads(os.cpu_count()):  # the GAN runs alone at its site
         outcome = train_site_generator(
             open_site_cache(site),
@@ -203,8 +208,7 @@ def gan_train(message: Message, context: Context) -> Message:
 @app.query("synthesize")
 def synthesize(message: Message, context: Context) -> Message:
     """Generate, curate and audit; reply with the released images only."""
-    site = load_site_for(message, context)
-    config = message.content.config_records[CONFIG_RECORD]
+    site, config = _request(message, context)
     release = synthesize_at_site(
         open_site_cache(site),
         config_str(config, "task"),
@@ -232,8 +236,7 @@ def synthesize(message: Message, context: Context) -> Message:
 @app.query("receive_synthetic")
 def receive_synthetic(message: Message, context: Context) -> Message:
     """Store the server's synthetic pool for this run; acknowledge its digest."""
-    site = load_site_for(message, context)
-    config = message.content.config_records[CONFIG_RECORD]
+    site, config = _request(message, context)
     arrays = record_to_arrays(message.content.array_records[SYNTHETIC_RECORD])
     digest = config_str(config, "pool-sha256")
     stored = store_received_pool(
@@ -257,8 +260,7 @@ def receive_synthetic(message: Message, context: Context) -> Message:
 @app.query("umap")
 def umap(message: Message, context: Context) -> Message:
     """Reply with coarse UMAP density grids of real vs released synthetic images."""
-    site = load_site_for(message, context)
-    config = message.content.config_records[CONFIG_RECORD]
+    site, config = _request(message, context)
     view = umap_at_site(
         open_site_cache(site),
         gan_settings_from(config),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fedbone.data.synthetic_export import write_synthetic_dicom, write_synthetic_png
+from fedbone.evaluation.pairwise import ChunkedReferences
 from fedbone.synthetic.release_register import image_digest, wire_images
 from fedbone.training.synthetic_mix import SyntheticSet
 
@@ -73,6 +74,8 @@ class SyntheticPool:
         self._class_ids: list[int] = []
         self._sources: list[str] = []
         self._digests: set[str] = set()
+        self._flat: np.ndarray | None = None  # pooled images as float32 rows
+        self._stacked: SyntheticSet | None = None
         self.batches: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
@@ -83,20 +86,37 @@ class SyntheticPool:
     ) -> PoolAddResult:
         """Add one site's batch; return how many were new."""
         images = wire_images(images)
+        flat = images.reshape(len(images), -1).astype(np.float32)
+        to_pool = self._nearest_pooled(flat)
+        batch = ChunkedReferences(flat, _CHUNK, "cpu")
+        limit = self.duplicate_mse
+        accepted: list[int] = []
         exact = near = 0
-        for image, class_id in zip(images, np.asarray(class_ids), strict=True):
-            digest = image_digest(image)
-            if digest in self._digests:
-                exact += 1
-                continue
-            if self._near_duplicate(image):
-                near += 1
-                continue
-            self._digests.add(digest)
-            self._images.append(image)
-            self._class_ids.append(int(class_id))
-            self._sources.append(provenance.source)
-        result = PoolAddResult(len(images), len(images) - exact - near, exact, near)
+        for start in range(0, len(flat), _CHUNK):
+            # this chunk's distances to the whole batch, for copies within it
+            within = batch.distances(flat[start : start + _CHUNK]).numpy()
+            for offset, image in enumerate(images[start : start + _CHUNK]):
+                i = start + offset
+                digest = image_digest(image)
+                if digest in self._digests:
+                    exact += 1
+                elif to_pool[i] < limit or (
+                    accepted and float(within[offset, accepted].min()) < limit
+                ):
+                    near += 1
+                else:
+                    self._digests.add(digest)
+                    accepted.append(i)
+        if accepted:
+            rows = flat[accepted]
+            self._flat = (
+                rows if self._flat is None else np.concatenate([self._flat, rows])
+            )
+        self._images.extend(images[accepted])
+        self._class_ids.extend(int(c) for c in np.asarray(class_ids)[accepted])
+        self._sources.extend([provenance.source] * len(accepted))
+        self._stacked = None
+        result = PoolAddResult(len(images), len(accepted), exact, near)
         self.batches.append(
             {
                 "site": provenance.site,
@@ -120,27 +140,31 @@ class SyntheticPool:
         )
         return result
 
-    def _near_duplicate(self, image: np.ndarray) -> bool:
-        if not self._images:
-            return False
-        query = image.astype(np.float32).ravel()
-        for start in range(0, len(self._images), _CHUNK):
-            block = np.stack(self._images[start : start + _CHUNK]).astype(np.float32)
-            flat = block.reshape(len(block), -1)
-            mse = ((flat - query) ** 2).mean(axis=1)
-            if float(mse.min()) < self.duplicate_mse:
-                return True
-        return False
+    def _nearest_pooled(self, flat: np.ndarray) -> np.ndarray:
+        """Each row's smallest pixel MSE to a pooled image (``inf``: empty pool)."""
+        if self._flat is None:
+            return np.full(len(flat), np.inf)
+        references = ChunkedReferences(self._flat, _CHUNK, "cpu")
+        return np.concatenate(
+            [
+                references.distances(flat[start : start + _CHUNK])
+                .min(dim=1)
+                .values.numpy()
+                for start in range(0, len(flat), _CHUNK)
+            ]
+        )
 
     def synthetic_set(self) -> SyntheticSet:
         """Return the pool as the set sites train with."""
         if not self._images:
             raise ValueError("the pool is empty: no site released any image")
-        return SyntheticSet(
-            images=np.stack(self._images),
-            class_ids=np.asarray(self._class_ids, dtype=np.int64),
-            source=np.asarray(self._sources, dtype=str),
-        )
+        if self._stacked is None:  # stacked once per change, not per use
+            self._stacked = SyntheticSet(
+                images=np.stack(self._images),
+                class_ids=np.asarray(self._class_ids, dtype=np.int64),
+                source=np.asarray(self._sources, dtype=str),
+            )
+        return self._stacked
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(images float16 (N, H, W), class ids int64 (N,))`` to send."""

@@ -78,12 +78,10 @@ def labelled_class_rows(
     cache: SiteCache, splits: tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions in ``splits`` with both labels known, and their class ids."""
-    positions = np.concatenate([cache.indices(split) for split in splits])
+    positions = np.sort(np.concatenate([cache.indices(split) for split in splits]))
     bm, ca = cache.labels("bm")[positions], cache.labels("ca")[positions]
     known = (bm >= 0) & (ca >= 0)
-    positions = np.sort(positions[known])
-    labels = class_labels(cache.labels("bm")[positions], cache.labels("ca")[positions])
-    return positions, labels
+    return positions[known], class_labels(bm[known], ca[known])
 
 
 def _images(cache: SiteCache, positions: np.ndarray) -> np.ndarray:

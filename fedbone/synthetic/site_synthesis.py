@@ -123,10 +123,6 @@ def _classifier_fn(
     return classify
 
 
-def _ms_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return ms_ssim(a, b)
-
-
 def _wire_summary(summary: dict[str, Any]) -> dict[str, float | int | list[int]]:
     """Keep what the ``audit`` record may carry: numbers and the histogram."""
     wire: dict[str, float | int | list[int]] = {}
@@ -208,7 +204,7 @@ def synthesize_at_site(
         held_out=held_out,
         thresholds=AuditThresholds(**asdict(audit)),
         checkpoint_sha256=selection["checkpoint-sha256"],
-        ms_ssim_fn=_ms_ssim,
+        ms_ssim_fn=ms_ssim,
         device=str(target),
     )
     images = wire_images(result.images)
