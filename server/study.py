@@ -44,6 +44,7 @@ class SiteInfo:
     spec_fingerprint: str
     cache_hash: str
     config_sha256: str
+    canvas: str = ""
 
 
 @dataclass
@@ -58,6 +59,7 @@ class StudyRun:
     models: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     generators: dict[str, dict[str, str]] = field(default_factory=dict)
     pool: SyntheticPool | None = None
+    federated_generator: tuple[int, dict[str, np.ndarray]] | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)

@@ -17,7 +17,7 @@ from fedbone.data.cache import SiteCache
 from fedbone.data.census import take_census
 from fedbone.evaluation.site_validation import paired_components, validate_models
 from fedbone.federation.egress import egress_mod
-from fedbone.federation.kinds import CONFIG_RECORD, SYNTHETIC_RECORD
+from fedbone.federation.kinds import CONFIG_RECORD, PHASE_GAN, SYNTHETIC_RECORD
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.federation.site_context import (
     guard_and_log_for,
@@ -43,6 +43,13 @@ from fedbone.federation.synthetic_messages import (
     gan_settings_from,
     synthesis_settings_from,
 )
+from fedbone.synthetic.cross_audit import cross_audit_at_site
+from fedbone.synthetic.federated_gan import (
+    evaluate_federated_gan,
+    federated_gan_round,
+    install_federated_generator,
+    site_seed,
+)
 from fedbone.synthetic.site_gan import train_site_generator
 from fedbone.synthetic.site_synthesis import (
     mixed_training_view,
@@ -58,6 +65,7 @@ __all__ = ["app"]
 app = ClientApp(mods=[egress_mod(guard_and_log_for)])
 
 _ARRAYS = "arrays"
+_GENERATOR = "generator"
 
 
 def _request(message: Message, context: Context) -> tuple[SiteConfig, ConfigRecord]:
@@ -84,6 +92,7 @@ def census(message: Message, context: Context) -> Message:
             "config-sha256": result.config_sha256,
             "spec-fingerprint": result.spec_fingerprint,
             "cache-hash": result.cache_hash,
+            "canvas": result.canvas,
         }
     )
     content = RecordDict({"site": identity, "census": metric_record(result.counts)})
@@ -98,6 +107,8 @@ def train(message: Message, context: Context) -> Message:
     synthetic pool is mixed into the training split.
     """
     site, config = _request(message, context)
+    if config_str(config, "phase") == PHASE_GAN:
+        return _federated_gan_round(message, site, config)
     task = config_str(config, "task")
     cache = mixed_training_view(
         open_site_cache(site),
@@ -127,10 +138,55 @@ def train(message: Message, context: Context) -> Message:
     return Message(content, reply_to=message)
 
 
+def _federated_gan_round(
+    message: Message, site: SiteConfig, config: ConfigRecord
+) -> Message:
+    """Train the received global GAN for one round (phase ``gan``, federated)."""
+    with torch_threads(os.cpu_count()):
+        result = federated_gan_round(
+            open_site_cache(site),
+            config_str(config, "task"),
+            gan_settings_from(config),
+            classifier_spec_from(config),
+            train_spec_from(config),
+            record_to_arrays(message.content.array_records[_ARRAYS]),
+            work_dir=site.work_dir,
+            run_name=config_str(config, "run-name"),
+            seed=site_seed(config_int(config, "seed"), site.site_id),
+            device=site.device.value,
+        )
+    content = RecordDict(
+        {
+            _ARRAYS: arrays_to_record(result.arrays),
+            "metrics": metric_record(result.metrics),
+        }
+    )
+    return Message(content, reply_to=message)
+
+
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """Score the received model on the site's validation split."""
-    config, cache = _site(message, context)
+    """Score the received model on the site's validation split.
+
+    In phase ``gan`` (federated) the model is the global GAN, scored by FD,
+    KID and precision/recall on the site's held-out scans.
+    """
+    site, config = _request(message, context)
+    if config_str(config, "phase") == PHASE_GAN:
+        with torch_threads(os.cpu_count()):
+            fidelity = evaluate_federated_gan(
+                open_site_cache(site),
+                gan_settings_from(config),
+                record_to_arrays(message.content.array_records[_ARRAYS]),
+                work_dir=site.work_dir,
+                run_name=config_str(config, "run-name"),
+                seed=config_int(config, "seed"),
+                device=site.device.value,
+            )
+        return Message(
+            RecordDict({"metrics": metric_record(fidelity)}), reply_to=message
+        )
+    cache = open_site_cache(site)
     metrics = evaluate_round(
         cache,
         config_str(config, "task"),
@@ -207,8 +263,27 @@ def gan_train(message: Message, context: Context) -> Message:
 
 @app.query("synthesize")
 def synthesize(message: Message, context: Context) -> Message:
-    """Generate, curate and audit; reply with the released images only."""
+    """Generate, curate and audit; reply with the released images only.
+
+    With a ``generator`` record (federated GAN), the received generator is
+    first checked against its announced digest and installed as this site's
+    selected checkpoint.
+    """
     site, config = _request(message, context)
+    seed = config_int(config, "seed")
+    if _GENERATOR in message.content.array_records:
+        # Every site holds the same federated generator: draw different latents.
+        seed = site_seed(seed, site.site_id)
+        install_federated_generator(
+            open_site_cache(site),
+            gan_settings_from(config),
+            record_to_arrays(message.content.array_records[_GENERATOR]),
+            expected_sha256=config_str(config, "generator-sha256"),
+            round_number=config_int(config, "generator-round"),
+            work_dir=site.work_dir,
+            run_name=config_str(config, "run-name"),
+            device=site.device.value,
+        )
     release = synthesize_at_site(
         open_site_cache(site),
         config_str(config, "task"),
@@ -218,7 +293,7 @@ def synthesize(message: Message, context: Context) -> Message:
         work_dir=site.work_dir,
         run_name=config_str(config, "run-name"),
         register=release_register_of(site),
-        seed=config_int(config, "seed"),
+        seed=seed,
         device=site.device.value,
     )
     content = RecordDict(
@@ -273,3 +348,23 @@ def umap(message: Message, context: Context) -> Message:
     return Message(
         RecordDict({"umap": metric_record(view.to_record())}), reply_to=message
     )
+
+
+@app.query("cross_audit")
+def cross_audit(message: Message, context: Context) -> Message:
+    """Audit images another site released against this site's training scans."""
+    site, _ = _request(message, context)
+    images = record_to_arrays(message.content.array_records[SYNTHETIC_RECORD])
+    result = cross_audit_at_site(
+        open_site_cache(site),
+        images["images"],
+        site.privacy.audit,
+        device=site.device.value,
+    )
+    content = RecordDict(
+        {
+            "verdicts": arrays_to_record({"passed": result.passed}),
+            "audit": metric_record(result.summary),
+        }
+    )
+    return Message(content, reply_to=message)

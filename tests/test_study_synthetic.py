@@ -46,7 +46,7 @@ def test_generative_sections_are_read_with_defaults(tmp_path: Path) -> None:
 def test_every_generative_problem_is_reported_at_once(tmp_path: Path) -> None:
     # Prepare
     raw = _raw(
-        gan={"mode": "federated", "steps": 0, "encoder": "torchscript", "typo": 1},
+        gan={"mode": "central", "steps": 0, "encoder": "torchscript", "typo": 1},
         synthesis={"classes": [0, 7]},
         synthetic_training={"sites": ["B"], "ratios": [-1]},
     )
@@ -65,6 +65,23 @@ def test_every_generative_problem_is_reported_at_once(tmp_path: Path) -> None:
         "synthesis.classes",
         "synthetic_training.ratios",
     }
+
+
+def test_federated_gan_mode_reads_its_rounds(tmp_path: Path) -> None:
+    study = study_config_from_mapping(
+        _raw(gan={"mode": "federated", "steps": 90, "rounds": 3}), base_dir=tmp_path
+    )
+
+    assert study.gan.mode == "federated" and study.gan.rounds == 3
+
+
+def test_fewer_steps_than_federated_rounds_is_refused(tmp_path: Path) -> None:
+    raw = _raw(gan={"mode": "federated", "steps": 2, "rounds": 3})
+
+    with pytest.raises(ConfigError) as caught:
+        study_config_from_mapping(raw, base_dir=tmp_path)
+
+    assert [p.where for p in caught.value.problems] == ["gan.steps"]
 
 
 def test_a_study_without_phases_runs_the_classifier_study(tmp_path: Path) -> None:

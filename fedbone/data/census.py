@@ -32,6 +32,8 @@ class SiteCensus:
     spec_fingerprint: str
     cache_hash: str
     counts: dict[str, int]
+    canvas: str = ""
+    """The cache's image size as ``<height>x<width>`` (the GAN's canvas)."""
 
 
 def _file_sha256(config: SiteConfig) -> str:
@@ -62,4 +64,5 @@ def take_census(config: SiteConfig, cache: SiteCache) -> SiteCensus:
         spec_fingerprint=cache.spec.fingerprint(),
         cache_hash=cache.content_hash,
         counts=counts,
+        canvas="x".join(str(n) for n in cache.images.shape[1:]),
     )

@@ -33,6 +33,7 @@ __all__ = [
     "PHASE_TRAIN",
     "PHASE_VALIDATE",
     "QUERY_CENSUS",
+    "QUERY_CROSS_AUDIT",
     "QUERY_GAN_TRAIN",
     "QUERY_PAIRED",
     "QUERY_RECEIVE_SYNTHETIC",
@@ -70,6 +71,7 @@ QUERY_GAN_TRAIN = "query.gan_train"
 QUERY_SYNTHESIZE = "query.synthesize"
 QUERY_RECEIVE_SYNTHETIC = "query.receive_synthetic"
 QUERY_UMAP = "query.umap"
+QUERY_CROSS_AUDIT = "query.cross_audit"
 
 SYNTHETIC_RECORD = "synthetic"
 """ArrayRecord of released synthetic images (``images``) and their ``class-ids``."""
@@ -132,6 +134,9 @@ class ValueRule(StrEnum):
     AUDIT_SUMMARY = "audit-summary"
     """Metrics: scalars, plus ``*-histogram`` lists of at most 64 int counts
     over fixed public bins; never per-image or per-patient values."""
+    VERDICTS = "verdicts"
+    """Arrays: ``passed``, a ``(N,)`` uint8 vector of 0/1 -- one verdict per image
+    of the request's ``synthetic`` record, nothing else."""
     DENSITY_GRID = "density-grid"
     """Metrics: ``grid-*`` lists of int counts over a coarse 2-D grid (a cell of
     a ``grid-real*`` grid holds 0 or at least the small-cell threshold), plus
@@ -215,7 +220,7 @@ _TRAIN_METRICS = frozenset(
 )
 _EVALUATE_METRICS = frozenset({"num-examples", "val-loss", "val-auc"})
 _SITE_KEYS = frozenset(
-    {"site-id", "role", "config-sha256", "spec-fingerprint", "cache-hash"}
+    {"site-id", "role", "config-sha256", "spec-fingerprint", "cache-hash", "canvas"}
 )
 _VALIDATION_METRICS = frozenset(
     {"n", "n-pos", "n-neg"}
@@ -340,6 +345,15 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                     RecordType.CONFIG,
                     ValueRule.SHORT_STRINGS,
                     frozenset({"pool-sha256"}),
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_CROSS_AUDIT,
+            (
+                RecordSpec("verdicts", RecordType.ARRAYS, ValueRule.VERDICTS),
+                RecordSpec(
+                    "audit", RecordType.METRICS, ValueRule.AUDIT_SUMMARY, _AUDIT_KEYS
                 ),
             ),
         ),

@@ -21,6 +21,7 @@ from fedbone.federation.kinds import (
     MODEL_RECORD_PREFIX,
     REPLY_SPECS,
     SUPPRESSED_RECORD,
+    SYNTHETIC_RECORD,
     RecordSpec,
     RecordType,
     ValueRule,
@@ -36,6 +37,7 @@ from fedbone.federation.synthetic_rules import (
     audit_summary_problems,
     audited_image_problems,
     density_grid_problems,
+    verdict_problems,
 )
 
 __all__ = ["RequestSnapshot", "reply_problems"]
@@ -304,6 +306,9 @@ def _check_record(
     if isinstance(record, ArrayRecord):
         if spec.rule is ValueRule.AUDITED_IMAGES:
             return audited_image_problems(name, record, limits.release_check)
+        if spec.rule is ValueRule.VERDICTS:
+            images = request.arrays.get(SYNTHETIC_RECORD, {}).get("images")
+            return verdict_problems(name, record, None if images is None else images[0])
         return _check_mirrored_arrays(name, record, request)
     problems = _check_keys(name, record, spec, request.models)
     for key, value in record.items():

@@ -24,6 +24,7 @@ __all__ = [
     "audit_summary_problems",
     "audited_image_problems",
     "density_grid_problems",
+    "verdict_problems",
 ]
 
 #: ``images -> positions of the images the site's audit did not release``.
@@ -147,6 +148,48 @@ def density_grid_problems(
                 f"{small} grid cell(s) hold 1..{small_cell_threshold - 1} points; "
                 "suppress them (set to 0) before sending",
                 where,
+            )
+        ]
+    return []
+
+
+def verdict_problems(
+    name: str, record: ArrayRecord, request_shape: tuple[int, ...] | None
+) -> list[Problem]:
+    """Every way ``record`` is not one 0/1 verdict per image the request sent.
+
+    ``request_shape`` is the shape of the request's ``synthetic/images``; a
+    request without images may get no verdicts.
+    """
+    extra = [key for key in record if key != "passed"]
+    if extra or "passed" not in record:
+        return [
+            Problem(
+                "unexpected-array",
+                "a verdicts record holds exactly one array, 'passed'",
+                f"{name}/{', '.join(extra) or 'passed'}",
+            )
+        ]
+    if request_shape is None:
+        return [
+            Problem(
+                "no-images-in-request",
+                "verdicts answer a request that carries synthetic images",
+                name,
+            )
+        ]
+    passed = record["passed"].numpy()
+    if (
+        passed.dtype != np.uint8
+        or passed.shape != tuple(request_shape[:1])
+        or not np.isin(passed, (0, 1)).all()
+    ):
+        return [
+            Problem(
+                "not-verdicts",
+                f"expected ({request_shape[0]},) uint8 of 0/1, one per received "
+                f"image; got {passed.shape} {passed.dtype}",
+                f"{name}/passed",
             )
         ]
     return []

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +49,24 @@ from fedbone.training.local import TrainSpec, train_local
 
 __all__ = [
     "SELECTION_FILE",
+    "SITE_MODELS_FILE",
     "SiteGanOutcome",
+    "SiteModels",
+    "check_enough_for_gan",
     "gan_state_dir",
+    "gan_trainer_for",
     "labelled_class_rows",
     "load_encoder",
+    "load_feature_encoder_of",
+    "prepare_site_models",
     "train_site_generator",
+    "write_selection",
 ]
 
 logger = logging.getLogger(__name__)
 
 SELECTION_FILE = "selected.json"
+SITE_MODELS_FILE = "site-models.json"
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,17 @@ def labelled_class_rows(
     return positions[known], class_labels(bm[known], ca[known])
 
 
+@dataclass(frozen=True)
+class SiteModels:
+    """The site's feature encoder and curation classifier for one run."""
+
+    encoder: str
+    encoder_sha256: str
+    classifier_sha256: str
+    curation_val_auc: float
+    encoder_seconds: float
+
+
 def _images(cache: SiteCache, positions: np.ndarray) -> np.ndarray:
     return np.asarray(cache.images[positions], dtype=np.float32)
 
@@ -93,9 +112,22 @@ def load_encoder(
 ) -> SiteEncoder | TorchScriptEncoder:
     """Load the run's feature encoder (as recorded in ``selected.json``)."""
     selected = json.loads((state / SELECTION_FILE).read_text())
+    return _load_encoder(settings, selected["encoder-sha256"], state, device)
+
+
+def load_feature_encoder_of(
+    settings: GanSettings, models: SiteModels, state: Path, device: str
+) -> SiteEncoder | TorchScriptEncoder:
+    """Load the feature encoder :func:`prepare_site_models` recorded."""
+    return _load_encoder(settings, models.encoder_sha256, state, device)
+
+
+def _load_encoder(
+    settings: GanSettings, encoder_sha256: str, state: Path, device: str
+) -> SiteEncoder | TorchScriptEncoder:
     if settings.encoder == "site":
         return SiteEncoder.load(
-            state / "encoder.pt", sha256=selected["encoder-sha256"], device=device
+            state / "encoder.pt", sha256=encoder_sha256, device=device
         )
     return load_feature_encoder(
         "torchscript",
@@ -143,7 +175,8 @@ def _curation_classifier(
     return file_sha256(path), auc
 
 
-def _check_enough(n_train: int, n_held_out: int, settings: GanSettings) -> None:
+def check_enough_for_gan(n_train: int, n_held_out: int, settings: GanSettings) -> None:
+    """Raise, listing every problem, when a site has too few scans for a GAN."""
     problems = []
     if n_train < settings.batch_size:
         problems.append(
@@ -164,6 +197,86 @@ def _check_enough(n_train: int, n_held_out: int, settings: GanSettings) -> None:
             )
         )
     TrainingError.raise_if_any("site GAN", problems)
+
+
+def prepare_site_models(
+    cache: SiteCache,
+    task: str,
+    settings: GanSettings,
+    classifier: ClassifierSpec,
+    train: TrainSpec,
+    state: Path,
+    *,
+    seed: int,
+    device: str,
+) -> SiteModels:
+    """Train the run's feature encoder and curation classifier, once per run.
+
+    A federated GAN calls this every round: the models trained in the first
+    round are recorded in ``site-models.json`` and reused afterwards.
+    """
+    recorded = state / SITE_MODELS_FILE
+    if recorded.is_file():
+        return SiteModels(**json.loads(recorded.read_text()))
+    rows, labels = labelled_class_rows(cache, ("train",))
+    started = time.perf_counter()
+    encoder, encoder_sha = _encoder(
+        settings, _images(cache, rows), labels, state, seed=seed, device=device
+    )
+    encoder_seconds = time.perf_counter() - started
+    classifier_sha, curation_auc = _curation_classifier(
+        cache, task, classifier, train, settings.curation_epochs, state
+    )
+    models = SiteModels(
+        encoder=encoder.name[:128],
+        encoder_sha256=encoder_sha,
+        classifier_sha256=classifier_sha,
+        curation_val_auc=curation_auc,
+        encoder_seconds=encoder_seconds,
+    )
+    recorded.write_text(json.dumps(asdict(models), indent=2) + "\n")
+    return models
+
+
+def gan_trainer_for(
+    settings: GanSettings, height: int, width: int, *, seed: int, device: str
+) -> GanTrainer:
+    """Return a fresh trainer with the study's GAN settings on a canvas."""
+    return GanTrainer(
+        GanSpec(
+            height=height,
+            width=width,
+            latent_dim=settings.latent_dim,
+            style_dim=settings.latent_dim,
+            base_channels=settings.base_channels,
+            max_channels=settings.max_channels,
+        ),
+        GanTrainSpec(
+            batch_size=settings.batch_size,
+            lr_g=settings.lr,
+            lr_d=settings.lr,
+            r1_gamma=settings.r1_gamma,
+            ada_target=settings.ada_target,
+            class_balanced=True,
+            seed=seed,
+            device=device,
+        ),
+    )
+
+
+def write_selection(
+    state: Path, checkpoint: Path, checkpoint_sha256: str, models: SiteModels, step: int
+) -> None:
+    """Record what phase ``synthesize`` must load, each with its sha256."""
+    selection: dict[str, Any] = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint-sha256": checkpoint_sha256,
+        "encoder": models.encoder,
+        "encoder-sha256": models.encoder_sha256,
+        "classifier-sha256": models.classifier_sha256,
+        "best-step": step,
+    }
+    (state / SELECTION_FILE).write_text(json.dumps(selection, indent=2) + "\n")
 
 
 def train_site_generator(
@@ -206,44 +319,19 @@ def train_site_generator(
     state.mkdir(parents=True, exist_ok=True)
     train_rows, train_labels = labelled_class_rows(cache, ("train",))
     held_rows, held_labels = labelled_class_rows(cache, ("val", "test"))
-    _check_enough(len(train_rows), len(held_rows), settings)
+    check_enough_for_gan(len(train_rows), len(held_rows), settings)
+    models = prepare_site_models(
+        cache, task, settings, classifier, train, state, seed=seed, device=device
+    )
+    encoder = load_feature_encoder_of(settings, models, state, device)
     images = _images(cache, train_rows)
-    held_out = _images(cache, held_rows)
-
-    started = time.perf_counter()
-    encoder, encoder_sha = _encoder(
-        settings, images, train_labels, state, seed=seed, device=device
-    )
-    encoder_seconds = time.perf_counter() - started
-    classifier_sha, curation_auc = _curation_classifier(
-        cache, task, classifier, train, settings.curation_epochs, state
-    )
     height, width = images.shape[1:]
-    trainer = GanTrainer(
-        GanSpec(
-            height=height,
-            width=width,
-            latent_dim=settings.latent_dim,
-            style_dim=settings.latent_dim,
-            base_channels=settings.base_channels,
-            max_channels=settings.max_channels,
-        ),
-        GanTrainSpec(
-            batch_size=settings.batch_size,
-            lr_g=settings.lr,
-            lr_d=settings.lr,
-            r1_gamma=settings.r1_gamma,
-            ada_target=settings.ada_target,
-            class_balanced=True,
-            seed=seed,
-            device=device,
-        ),
-    )
+    trainer = gan_trainer_for(settings, height, width, seed=seed, device=device)
     run = train_site_gan(
         trainer,
         images,
         train_labels,
-        held_out=held_out,
+        held_out=_images(cache, held_rows),
         held_out_labels=held_labels,
         embed=encoder.embed,
         spec=GanRunSpec(
@@ -254,29 +342,21 @@ def train_site_generator(
         ),
         checkpoint_dir=state / "checkpoints",
     )
-    selection: dict[str, Any] = {
-        "checkpoint": str(Path(run.best.path).resolve()),
-        "checkpoint-sha256": run.best.sha256,
-        "encoder": encoder.name,
-        "encoder-sha256": encoder_sha,
-        "classifier-sha256": classifier_sha,
-        "best-step": run.best.step,
-    }
-    (state / SELECTION_FILE).write_text(json.dumps(selection, indent=2) + "\n")
+    write_selection(state, Path(run.best.path), run.best.sha256, models, run.best.step)
     metrics = dict(run.to_metrics())
     metrics.update(
         {
             "n-real": float(len(train_rows)),
             "n-held-out": float(len(held_rows)),
-            "curation-val-auc": curation_auc,
-            "encoder-seconds": encoder_seconds,
+            "curation-val-auc": models.curation_val_auc,
+            "encoder-seconds": models.encoder_seconds,
         }
     )
     provenance = {
         "checkpoint-sha256": run.best.sha256,
-        "encoder": encoder.name[:128],
-        "encoder-sha256": encoder_sha,
-        "classifier-sha256": classifier_sha,
+        "encoder": models.encoder,
+        "encoder-sha256": models.encoder_sha256,
+        "classifier-sha256": models.classifier_sha256,
         "round": "0",
     }
     return SiteGanOutcome(metrics, provenance)

@@ -36,6 +36,7 @@ def run_census(run: StudyRun) -> None:
             spec_fingerprint=config_str(site, "spec-fingerprint"),
             cache_hash=config_str(site, "cache-hash"),
             config_sha256=config_str(site, "config-sha256"),
+            canvas=str(site.get("canvas", "")),
         )
     _check_federation(run)
     run.write_json(

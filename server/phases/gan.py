@@ -4,23 +4,46 @@
 checkpoints and model selection by Fréchet distance on its held-out real scans;
 only the selection figures and the checkpoint's sha256 come back (the
 generator stays at the site, which synthesises and audits in phase
-``synthesize``). Federated averaging of generator and discriminator is not
-available yet; the study config refuses it.
+``synthesize``).
+
+``federated`` mode: Flower's FedAvg over the GAN sites averages generator,
+discriminator and EMA generator after every round of ``steps // rounds`` local
+steps (weighted by each site's training scans). After each round every site
+scores the global EMA generator on its own held-out scans (FD, KID,
+precision/recall); each round's global model is a checkpoint, kept in the run
+folder, and the round with the lowest mean *relative* FD (each site's FD
+divided by its mean over the rounds, so sites whose feature spaces differ in
+scale weigh alike) is selected. Phase ``synthesize`` sends that generator to
+the sites, which curate and audit its images, and cross-audit each other's.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flwr.app import RecordDict
+import numpy as np
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 
 from fedbone.federation.kinds import PHASE_GAN
+from fedbone.federation.records import (
+    array_signature,
+    arrays_to_record,
+    record_to_arrays,
+)
 from fedbone.federation.study_messages import metric_floats
 from fedbone.federation.synthetic_messages import GAN_SETTINGS, settings_json
-from server.phases.train import train_config
+from fedbone.synthetic.site_gan import gan_trainer_for
+from fedbone.training.gan_arrays import arrays_digest, trainer_arrays
+from server.phases.train import recorder, train_config
 from server.study import StudyError, StudyRun
+from server.study_grid import StudyGrid
 
-__all__ = ["gan_nodes", "run_gan"]
+__all__ = ["FEDERATED_GAN", "gan_nodes", "run_gan", "select_round"]
+
+#: Model name of the federated GAN in ``rounds.json`` and the run folder.
+FEDERATED_GAN = "gan-federated"
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +58,9 @@ def gan_nodes(run: StudyRun) -> list[int]:
 
 def run_gan(run: StudyRun) -> None:
     """Train the configured GANs; record each site's selected checkpoint."""
+    if run.study.gan.mode == "federated":
+        _run_federated_gan(run)
+        return
     settings = run.study.gan
     nodes = gan_nodes(run)
     config = train_config(run, PHASE_GAN, {GAN_SETTINGS: settings_json(settings)})
@@ -60,3 +86,137 @@ def run_gan(run: StudyRun) -> None:
     run.write_json("gan.json", run.results["gan"])
     if not run.generators:
         raise StudyError("phase gan: no site trained a GAN (see site-errors)")
+
+
+def _initial_arrays(run: StudyRun, nodes: list[int]) -> dict[str, np.ndarray]:
+    canvases = {run.sites[n].canvas for n in nodes if n in run.sites}
+    if len(canvases) != 1 or not next(iter(canvases)):
+        raise StudyError(
+            f"federated GAN: the GAN sites report canvases {sorted(canvases)}; "
+            "every site needs the same preprocessing (and a census first)"
+        )
+    height, width = (int(v) for v in next(iter(canvases)).split("x"))
+    trainer = gan_trainer_for(
+        run.study.gan, height, width, seed=run.study.seed, device="cpu"
+    )
+    return trainer_arrays(trainer)
+
+
+def select_round(
+    per_site_fd: dict[str, dict[int, float]],
+) -> tuple[int, dict[int, float]]:
+    """Return the round with the lowest mean relative FD, and every round's score.
+
+    Each site's FD is divided by its own mean over the rounds, so sites whose
+    feature encoders differ in scale count alike; a site missing a round (it
+    failed that evaluation) is left out of that round's mean.
+    """
+    scores: dict[int, list[float]] = {}
+    for by_round in per_site_fd.values():
+        finite = [v for v in by_round.values() if np.isfinite(v)]
+        if not finite or np.mean(finite) <= 0:
+            continue
+        scale = float(np.mean(finite))
+        for number, value in by_round.items():
+            if np.isfinite(value):
+                scores.setdefault(number, []).append(value / scale)
+    if not scores:
+        raise StudyError("federated GAN: no site reported a finite FD in any round")
+    means = {number: float(np.mean(values)) for number, values in scores.items()}
+    best = min(sorted(means), key=lambda number: means[number])
+    return best, means
+
+
+def _run_federated_gan(run: StudyRun) -> None:
+    settings = run.study.gan
+    nodes = gan_nodes(run)
+    start = _initial_arrays(run, nodes)
+    rounds_dir = run.run_dir / "gan" / "rounds"
+    rounds_dir.mkdir(parents=True, exist_ok=True)
+
+    def keep_round(number: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if number >= 1:
+            np.savez(
+                rounds_dir / f"round-{number}.npz",
+                allow_pickle=False,
+                **record_to_arrays(arrays),
+            )
+        return None
+
+    config = train_config(run, PHASE_GAN, {GAN_SETTINGS: settings_json(settings)})
+    grid = StudyGrid(
+        run.grid,
+        nodes,
+        expected=array_signature(arrays_to_record(start)),
+        on_replies=recorder(run, FEDERATED_GAN),
+    )
+    n = len(nodes)
+    strategy = FedAvg(min_train_nodes=n, min_evaluate_nodes=n, min_available_nodes=n)
+    logger.info(
+        "federated GAN over %s: %d rounds of %d local steps",
+        ", ".join(run.site_of(node) for node in nodes),
+        settings.rounds,
+        max(1, settings.steps // settings.rounds),
+    )
+    strategy.start(
+        grid=grid,
+        initial_arrays=arrays_to_record(start),
+        num_rounds=settings.rounds,
+        train_config=config,
+        evaluate_config=config,
+        evaluate_fn=keep_round,
+    )
+    _record_rejections(run, grid)
+    per_site = _per_site_fd(run)
+    best, scores = select_round(per_site)
+    arrays = dict(np.load(rounds_dir / f"round-{best}.npz", allow_pickle=False))
+    digest = arrays_digest(arrays)
+    run.federated_generator = (best, arrays)
+    provenance = {"checkpoint-sha256": digest, "round": str(best)}
+    sites: dict[str, Any] = {}
+    per_round = max(1, settings.steps // settings.rounds)
+    for node in nodes:
+        site = run.site_of(node)
+        run.generators[site] = dict(provenance)
+        fd = per_site.get(site, {})
+        sites[site] = {
+            "metrics": {
+                "best-fd": fd.get(best, float("nan")),
+                "best-step": float(best * per_round),
+                **{f"fd-step-{r * per_round}": v for r, v in sorted(fd.items())},
+            },
+            "provenance": dict(provenance),
+        }
+    run.results["gan"] = {
+        "mode": "federated",
+        "rounds": settings.rounds,
+        "selected-round": best,
+        "relative-fd-by-round": {str(r): v for r, v in sorted(scores.items())},
+        "generator-sha256": digest,
+        "generator-file": str(rounds_dir / f"round-{best}.npz"),
+        "sites": sites,
+    }
+    run.write_json("gan.json", run.results["gan"])
+    run.write_json("rounds.json", run.rounds)
+    logger.info(
+        "federated GAN: round %d selected (mean relative FD %.3f), generator %s",
+        best,
+        scores[best],
+        digest[:12],
+    )
+
+
+def _per_site_fd(run: StudyRun) -> dict[str, dict[int, float]]:
+    per_site: dict[str, dict[int, float]] = {}
+    for entry in run.rounds:
+        if entry["model"] == FEDERATED_GAN and entry["kind"] == "evaluate":
+            fd = float(entry.get("fd", float("nan")))
+            per_site.setdefault(entry["site"], {})[int(entry["round"])] = fd
+    return per_site
+
+
+def _record_rejections(run: StudyRun, grid: StudyGrid) -> None:
+    run.results.setdefault("rejected-updates", []).extend(
+        {"model": FEDERATED_GAN, "site": run.site_of(r.node_id), "reason": r.reason}
+        for r in grid.rejected
+    )

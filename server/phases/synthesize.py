@@ -3,7 +3,10 @@
 Each generator site generates, curates with its own classifier and audits its
 images against its own training scans; only released images (the egress guard
 checks each against the site's release register) come back, with labels and
-an audit summary. The server pools them with provenance, removes duplicates,
+an audit summary. A federated generator is first sent to its sites (checked
+against its digest there), and each site's releases are cross-audited by the
+other GAN sites before anything is pooled (:mod:`server.phases.cross_audit`).
+The server pools them with provenance, removes duplicates,
 writes them as PNG and DICOM marked synthetic, and sends the pool to the sites
 that train with it.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 
 from fedbone.federation.kinds import PHASE_SYNTHESIZE, SYNTHETIC_RECORD
 from fedbone.federation.records import arrays_to_record
@@ -24,6 +27,8 @@ from fedbone.federation.synthetic_messages import (
     settings_json,
 )
 from fedbone.synthetic.pool import BatchProvenance, SyntheticPool
+from fedbone.training.gan_arrays import arrays_digest
+from server.phases.cross_audit import SiteBatch, cross_audit
 from server.study import StudyError, StudyRun
 
 __all__ = ["recipient_nodes", "run_synthesize"]
@@ -58,18 +63,23 @@ def run_synthesize(run: StudyRun) -> None:
             "seed": run.study.seed,
         },
     )
-    replies = run.query("synthesize", nodes, RecordDict({"config": config}))
+    replies = run.query("synthesize", nodes, _synthesize_request(run, config))
+    releases = [_release_of(run, reply) for reply in replies]
+    cross = cross_audit(run, nodes, releases) if run.federated_generator else None
     pool = SyntheticPool()
     audits: dict[str, Any] = {}
     spacing = float("nan")
-    for reply in replies:
-        site = run.site_of(reply.metadata.src_node_id)
-        record = reply.content.array_records[SYNTHETIC_RECORD]
-        provenance = dict(reply.content.config_records["provenance"])
-        audit = _audit_values(reply.content.metric_records["audit"])
+    for release in releases:
+        site, provenance, audit = release.site, release.provenance, release.audit
         spacing = float(str(provenance.get("spacing-mm", "nan")))
-        images = record["images"].numpy()
-        class_ids = record["class-ids"].numpy()
+        images, class_ids = release.images, release.class_ids
+        checkpoint = str(provenance["checkpoint-sha256"])
+        if cross is not None:
+            keep = cross.keep[site]
+            audit["n-blocked-cross-audit"] = int((~keep).sum())
+            images, class_ids = images[keep], class_ids[keep]
+            # The federated generator's own digest, the same at every site.
+            checkpoint = run.generators[site]["checkpoint-sha256"]
         if len(images):
             pool.add(
                 images,
@@ -77,7 +87,7 @@ def run_synthesize(run: StudyRun) -> None:
                 BatchProvenance(
                     site=site,
                     round=int(run.generators[site].get("round", "0")),
-                    checkpoint_sha256=str(provenance["checkpoint-sha256"]),
+                    checkpoint_sha256=checkpoint,
                     audit=audit,
                 ),
             )
@@ -91,6 +101,8 @@ def run_synthesize(run: StudyRun) -> None:
             audit.get("membership-auc"),
         )
     run.results["synthesis"] = {"audits": audits, "pool-size": len(pool)}
+    if cross is not None:
+        run.results["synthesis"]["cross-audits"] = cross.audits
     if not len(pool):
         run.write_json("synthesis.json", run.results["synthesis"])
         raise StudyError("phase synthesize: no site released any synthetic image")
@@ -101,6 +113,28 @@ def run_synthesize(run: StudyRun) -> None:
     run.results["synthesis"]["deliveries"] = _redistribute(run, pool)
     run.write_json("synthesis.json", run.results["synthesis"])
     _umap(run, nodes)
+
+
+def _synthesize_request(run: StudyRun, config: ConfigRecord) -> RecordDict:
+    """Return the synthesize request (with the generator, for a federated GAN)."""
+    if run.federated_generator is None:
+        return RecordDict({"config": config})
+    number, arrays = run.federated_generator
+    config["generator-sha256"] = arrays_digest(arrays)
+    config["generator-round"] = number
+    config[GAN_SETTINGS] = settings_json(run.study.gan)
+    return RecordDict({"config": config, "generator": arrays_to_record(arrays)})
+
+
+def _release_of(run: StudyRun, reply: Message) -> SiteBatch:
+    record = reply.content.array_records[SYNTHETIC_RECORD]
+    return SiteBatch(
+        site=run.site_of(reply.metadata.src_node_id),
+        images=record["images"].numpy(),
+        class_ids=record["class-ids"].numpy(),
+        provenance=dict(reply.content.config_records["provenance"]),
+        audit=_audit_values(reply.content.metric_records["audit"]),
+    )
 
 
 def _umap(run: StudyRun, nodes: list[int]) -> None:

@@ -31,7 +31,7 @@ from server.strategies import build_strategy
 from server.study import StudyError, StudyRun
 from server.study_grid import StudyGrid
 
-__all__ = ["initial_arrays", "run_train", "train_config"]
+__all__ = ["initial_arrays", "recorder", "run_train", "train_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def train_config(
     )
 
 
-def _recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]:
+def recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]:
+    """Return a grid callback appending each reply's metrics to ``run.rounds``."""
     rounds = {"train": 0, "evaluate": 0}
 
     def record(replies: list[Message]) -> None:
@@ -128,7 +129,7 @@ def _train_over(
         run.grid,
         nodes,
         expected=array_signature(arrays_to_record(start)),
-        on_replies=_recorder(run, name),
+        on_replies=recorder(run, name),
     )
     strategy = build_strategy(settings, len(nodes))
     logger.info(

@@ -209,3 +209,69 @@ def test_receiving_a_pool_is_acknowledged_with_counts_and_its_digest() -> None:
 
     # Assert
     assert verdict.passed
+
+
+def _cross_audit_request(n: int) -> Message:
+    content = RecordDict(
+        {
+            "config": config("synthesize"),
+            "synthetic": arrays_to_record(
+                {
+                    "images": _images(n),
+                    "class-ids": np.zeros(n, dtype=np.int64),
+                }
+            ),
+        }
+    )
+    return request("query.cross_audit", content)
+
+
+def _verdicts(passed: np.ndarray) -> RecordDict:
+    return RecordDict(
+        {
+            "verdicts": arrays_to_record({"passed": passed}),
+            "audit": _audit(),
+        }
+    )
+
+
+def test_one_verdict_per_received_image_leaves(tmp_path: Path) -> None:
+    guard = _guard(ReleaseRegister(tmp_path / "register.jsonl"))
+
+    _, verdict = guard.screen(
+        _cross_audit_request(3), _verdicts(np.array([1, 0, 1], dtype=np.uint8))
+    )
+
+    assert verdict.passed
+
+
+@pytest.mark.parametrize(
+    "passed",
+    [
+        np.array([1, 0], dtype=np.uint8),  # fewer verdicts than images
+        np.array([1, 2, 1], dtype=np.uint8),  # not 0/1
+        np.array([0.1, 0.9, 0.4], dtype=np.float32),  # distances, not verdicts
+    ],
+)
+def test_verdicts_that_say_more_than_pass_or_block_are_refused(
+    tmp_path: Path, passed: np.ndarray
+) -> None:
+    guard = _guard(ReleaseRegister(tmp_path / "register.jsonl"))
+
+    with pytest.raises(EgressRefused) as refused:
+        guard.screen(_cross_audit_request(3), _verdicts(passed))
+
+    assert "not-verdicts" in _codes(refused.value)
+
+
+def test_a_real_image_in_a_cross_audit_reply_is_refused(tmp_path: Path) -> None:
+    guard = _guard(ReleaseRegister(tmp_path / "register.jsonl"))
+    content = _verdicts(np.ones(3, dtype=np.uint8))
+    content["verdicts"] = arrays_to_record(
+        {"passed": np.ones(3, dtype=np.uint8), "nearest": _images(3)}
+    )
+
+    with pytest.raises(EgressRefused) as refused:
+        guard.screen(_cross_audit_request(3), content)
+
+    assert "unexpected-array" in _codes(refused.value)
