@@ -29,6 +29,10 @@ Example (``configs/site.example.yaml`` documents every key)::
         top_k: 5
         feature_space: true       # also the shift-robust feature distance
         shift_px: 4
+      budget:                     # differential privacy (absent: no DP budget)
+        epsilon: 8.0              # total epsilon this site ever releases
+        delta: null               # null: 1 / (10 * training scans)
+      ledger: privacy-ledger.jsonl  # hash-chained record of every DP release
     egress_log: egress-log.jsonl  # every outgoing message, appended
     work_dir: work                # site-local state: GANs, checkpoints, pools
     device: auto                  # auto | cpu | cuda
@@ -115,6 +119,11 @@ class PrivacySettings:
 
     small_cell_threshold: int = 5
     audit: AuditSettings = field(default_factory=AuditSettings)
+    epsilon_budget: float | None = None
+    """Total ε the site allows; with a budget, the site trains only with DP."""
+    delta_budget: float | None = None
+    """δ of the budget; ``None``: ``1 / (10 n)`` for ``n`` training scans."""
+    ledger: Path = Path("privacy-ledger.jsonl")
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,8 @@ _ALLOWED: dict[str, set[str]] = {
     "site": {"id", "role"},
     "data": {"manifest", "cache_dir", "default_view", "workers"},
     "preprocessing": {"spacing_mm", "canvas", "views", "clip_percentile"},
-    "privacy": {"small_cell_threshold", "audit"},
+    "privacy": {"small_cell_threshold", "audit", "budget", "ledger"},
+    "privacy.budget": {"epsilon", "delta"},
     "privacy.audit": {f for f in AuditSettings.__dataclass_fields__},
 }
 
@@ -336,6 +346,8 @@ def site_config_from_mapping(
         privacy, "small_cell_threshold", "privacy.small_cell_threshold", 5, 1, 1000
     )
     audit = _read_audit(c, privacy)
+    epsilon, delta = _read_budget(c, privacy)
+    ledger = _resolve(privacy.get("ledger", "privacy-ledger.jsonl"), base_dir)
     egress_log = _resolve(raw.get("egress_log", "egress-log.jsonl"), base_dir)
     work_dir = _resolve(raw.get("work_dir", "work"), base_dir)
     ConfigError.raise_if_any(subject, c.problems)
@@ -345,11 +357,34 @@ def site_config_from_mapping(
         data,
         spec,
         device,
-        PrivacySettings(int(threshold), audit),
+        PrivacySettings(int(threshold), audit, epsilon, delta, ledger),
         egress_log,
         work_dir,
         source,
     )
+
+
+def _read_budget(
+    c: SettingsCollector, privacy: Mapping[str, Any]
+) -> tuple[float | None, float | None]:
+    """Read ``privacy.budget``: the site's total (ε, δ), or no budget."""
+    raw = privacy.get("budget")
+    if raw is None:
+        return None, None
+    if not isinstance(raw, Mapping) or "epsilon" not in raw:
+        c.add(
+            "wrong-type",
+            "privacy.budget",
+            "expected a mapping with epsilon (and optionally delta), e.g. "
+            "{epsilon: 8.0, delta: null}",
+        )
+        return None, None
+    c.unknown_keys(raw, "privacy.budget")
+    epsilon = c.number(raw, "epsilon", "privacy.budget.epsilon", 1.0, 1e-3, 1e3)
+    if raw.get("delta") is None:
+        return epsilon, None
+    delta = c.number(raw, "delta", "privacy.budget.delta", 1e-5, 1e-12, 0.1)
+    return epsilon, delta
 
 
 def _read_audit(c: SettingsCollector, privacy: Mapping[str, Any]) -> AuditSettings:
@@ -458,10 +493,20 @@ def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str
         "privacy": {
             "small_cell_threshold": config.privacy.small_cell_threshold,
             "audit": asdict(config.privacy.audit),
+            **_budget_mapping(config.privacy),
+            "ledger": rel(config.privacy.ledger),
         },
         "egress_log": rel(config.egress_log),
         "work_dir": rel(config.work_dir),
         "device": config.device.value,
+    }
+
+
+def _budget_mapping(privacy: PrivacySettings) -> dict[str, Any]:
+    if privacy.epsilon_budget is None:
+        return {}
+    return {
+        "budget": {"epsilon": privacy.epsilon_budget, "delta": privacy.delta_budget}
     }
 
 

@@ -21,6 +21,20 @@ depend on the batch size.
 Conditioning labels of fakes are the labels of the real batch drawn in the
 same step, so the generator sees the site's class distribution (or a uniform
 one with ``class_balanced``).
+
+**DP mode** (``dp=DpGanSpec(...)``, needs ``dp_compatible_d=True``): the
+discriminator step becomes DP-SGD as described in
+:mod:`fedbone.privacy.dp_gan` (Poisson-sampled reals, each paired with a fake
+of its label, pair gradients clipped, Gaussian noise). Everything else is made
+independent of the private data so the generator is private by
+post-processing: the generator step draws uniform class labels (the site's
+class mix is private), fakes for the discriminator step are generated without
+updating the generator's ``w_avg``, and the augmentation probability is fixed
+(ADA's adaptation reads real logits). The R1 penalty needs double
+backpropagation, which Opacus' per-sample hooks do not support, so it is off.
+The spending is kept in :attr:`GanTrainer.accountant` and the checkpoint.
+The losses in :class:`GanTrainResult` are computed on real images and are
+**not** private: keep them at the site.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import copy
 import hashlib
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +63,13 @@ from fedbone.models.gan import (
     augment,
     build_discriminator,
 )
+from fedbone.privacy.dp_gan import (
+    DpGanSpec,
+    apply_private_gradients,
+    wrap_discriminator,
+)
+from fedbone.privacy.dp_sgd import AccountantState, DpSgdSpec
+from fedbone.privacy.errors import PrivacyError
 from fedbone.training.errors import TrainingError
 from fedbone.training.local import resolve_device
 
@@ -196,14 +218,28 @@ class GanTrainer:
         Training settings.
     dp_compatible_d
         Build the discriminator with per-sample operations only.
+    dp
+        Train the discriminator with DP-SGD (see the module notes); needs
+        ``dp_compatible_d=True``.
+
+    Raises
+    ------
+    PrivacyError
+        When ``dp`` is set and the discriminator is not DP-compatible.
     """
 
     def __init__(
-        self, spec: GanSpec, train: GanTrainSpec, *, dp_compatible_d: bool = False
+        self,
+        spec: GanSpec,
+        train: GanTrainSpec,
+        *,
+        dp_compatible_d: bool = False,
+        dp: DpGanSpec | None = None,
     ) -> None:
         self.spec = spec
         self.train_spec = train
         self.dp_compatible_d = dp_compatible_d
+        self.dp = dp
         self.device = resolve_device(train.device)
         torch.manual_seed(train.seed)
         self.generator: ConditionalGenerator = ConditionalGenerator(spec).to(
@@ -226,6 +262,19 @@ class GanTrainer:
         self.steps = 0
         self.images_seen = 0
         self._rng = np.random.default_rng(train.seed)
+        self.accountant: AccountantState | None = None
+        self.noise_multiplier: float | None = None
+        if dp is not None:
+            self._private_d = wrap_discriminator(
+                self.discriminator, per_sample=dp_compatible_d
+            )
+            self._private_d.disable_hooks()
+            self.accountant = AccountantState(dp.sgd.accountant)
+            if train.r1_gamma:
+                logger.info(
+                    "DP mode: R1 penalty off (Opacus' per-sample hooks cannot "
+                    "double-backpropagate)"
+                )
 
     def _check(self, images: np.ndarray | ImageReader, labels: np.ndarray) -> None:
         problems = []
@@ -276,6 +325,8 @@ class GanTrainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _p(self) -> float:
+        if self.dp is not None:
+            return self.dp.augment_p
         return self.ada.p if self.train_spec.ada_target is not None else 0.0
 
     def _fakes(self, labels: torch.Tensor) -> torch.Tensor:
@@ -305,6 +356,50 @@ class GanTrainer:
             (penalty * scale).backward()
         self.opt_d.step()
         return float(loss.detach())
+
+    def _private_d_step(
+        self, real: torch.Tensor, labels: torch.Tensor, expected_batch: float
+    ) -> float:
+        assert self.dp is not None and self.noise_multiplier is not None
+        self.opt_d.zero_grad(set_to_none=True)
+        pairs = len(labels)
+        loss_value = float("nan")
+        if pairs:
+            # Eval mode: fakes must not move w_avg by the private class mix.
+            self.generator.eval()
+            with torch.no_grad():
+                fake = self._fakes(labels)
+            self.generator.train()
+            images = augment(torch.cat([real, fake]), self._p())
+            self._private_d.enable_hooks()
+            logits = self.discriminator(images, torch.cat([labels, labels]))
+            # Summed so each per-sample gradient is that image's own loss's.
+            loss = (
+                functional.softplus(-logits[:pairs]).sum()
+                + functional.softplus(logits[pairs:]).sum()
+            )
+            with warnings.catch_warnings():
+                # Opacus' full backward hooks warn that the images need no
+                # gradient; only the parameters' per-sample gradients matter.
+                warnings.filterwarnings("ignore", "Full backward hook is firing")
+                loss.backward()
+            self._private_d.disable_hooks()
+            loss_value = float(loss.detach()) / pairs
+        apply_private_gradients(
+            [p for p in self.discriminator.parameters() if p.requires_grad],
+            pairs,
+            expected_batch,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.dp.sgd.max_grad_norm,
+        )
+        self.opt_d.step()
+        return loss_value
+
+    def _private_draw(self, n: int, sample_rate: float) -> np.ndarray:
+        assert self.dp is not None
+        if self.dp.sgd.poisson_sampling:
+            return np.flatnonzero(self._rng.random(n) < sample_rate)
+        return self._rng.choice(n, min(n, self.train_spec.batch_size), replace=False)
 
     def _g_step(self, labels: torch.Tensor) -> float:
         self.opt_g.zero_grad(set_to_none=True)
@@ -344,6 +439,8 @@ class GanTrainer:
         """
         labels = np.asarray(labels, dtype=np.int64)
         self._check(images, labels)
+        if self.dp is not None:
+            return self._train_private(images, labels, steps)
         self.generator.train()
         self.discriminator.train()
         start = time.perf_counter()
@@ -357,17 +454,84 @@ class GanTrainer:
             ema_update(self.generator_ema, self.generator, self._ema_beta())
             self.steps += 1
             self.images_seen += len(positions)
-        seconds = time.perf_counter() - start
+        return self._result(start, d_losses, g_losses)
+
+    def _result(
+        self, start: float, d_losses: list[float], g_losses: list[float]
+    ) -> GanTrainResult:
         result = GanTrainResult(
             steps=self.steps,
             images_seen=self.images_seen,
-            seconds=seconds,
-            d_loss=float(np.mean(d_losses)) if d_losses else float("nan"),
+            seconds=time.perf_counter() - start,
+            d_loss=float(np.nanmean(d_losses)) if d_losses else float("nan"),
             g_loss=float(np.mean(g_losses)) if g_losses else float("nan"),
-            ada_p=self.ada.p,
+            ada_p=self.dp.augment_p if self.dp is not None else self.ada.p,
         )
         logger.info("GAN %s", result)
         return result
+
+    def _train_private(
+        self, images: np.ndarray | ImageReader, labels: np.ndarray, steps: int
+    ) -> GanTrainResult:
+        assert self.dp is not None and self.accountant is not None
+        sample_rate = min(1.0, self.train_spec.batch_size / len(labels))
+        if self.noise_multiplier is None:
+            self.noise_multiplier = self.dp.noise_multiplier(
+                sample_rate, self.train_spec.steps
+            )
+        self.generator.train()
+        self.discriminator.train()
+        start = time.perf_counter()
+        d_losses, g_losses = [], []
+        for _ in range(steps):
+            positions = self._private_draw(len(labels), sample_rate)
+            real = torch.zeros(0, 1, self.spec.height, self.spec.width)
+            if len(positions):
+                real = torch.from_numpy(_read(images, positions))[:, None]
+            real = real.to(self.device)
+            real_labels = torch.from_numpy(labels[positions]).to(self.device)
+            d_losses.append(
+                self._private_d_step(real, real_labels, sample_rate * len(labels))
+            )
+            self.accountant = self.accountant.extended(
+                self.noise_multiplier, sample_rate, 1
+            )
+            # Uniform classes: the site's class mix must not reach the generator.
+            g_labels = self._rng.integers(
+                0, self.spec.n_classes, self.train_spec.batch_size
+            )
+            g_losses.append(self._g_step(torch.from_numpy(g_labels).to(self.device)))
+            ema_update(self.generator_ema, self.generator, self._ema_beta())
+            self.steps += 1
+            self.images_seen += len(positions)
+        return self._result(start, d_losses, g_losses)
+
+    def epsilon(self, delta: float | None = None) -> float:
+        """Return the ε the discriminator's DP-SGD has spent, over every call.
+
+        Parameters
+        ----------
+        delta
+            δ of the guarantee; the spec's ``sgd.delta`` when None.
+
+        Raises
+        ------
+        PrivacyError
+            When the trainer is not in DP mode.
+        """
+        if self.dp is None or self.accountant is None:
+            raise PrivacyError(
+                "GAN trainer",
+                [
+                    Problem(
+                        "not-private",
+                        "this trainer has no DP spec, so it spends no measured ε; "
+                        "build it with dp=DpGanSpec(...)",
+                        "dp",
+                    )
+                ],
+            )
+        return self.accountant.epsilon(self.dp.sgd.delta if delta is None else delta)
 
     @torch.no_grad()
     def generate(
@@ -412,8 +576,12 @@ class GanTrainer:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume training (tensors and plain values)."""
-        return {
+        """Everything needed to resume training (tensors and plain values).
+
+        In DP mode it also holds the DP spec, the noise multiplier in use and
+        the accountant's history (JSON), so a restarted site keeps its spending.
+        """
+        state = {
             "format": _FORMAT,
             "spec": asdict(self.spec),
             "train": asdict(self.train_spec),
@@ -427,9 +595,33 @@ class GanTrainer:
             "steps": self.steps,
             "images_seen": self.images_seen,
         }
+        if self.dp is not None and self.accountant is not None:
+            state["dp"] = asdict(self.dp)
+            state["dp_noise_multiplier"] = self.noise_multiplier
+            state["dp_accountant"] = self.accountant.to_json()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore weights, optimisers and counters saved by :meth:`state_dict`."""
+        """Restore weights, optimisers and counters saved by :meth:`state_dict`.
+
+        Raises
+        ------
+        PrivacyError
+            When a DP checkpoint is loaded into a trainer without DP: its
+            privacy history would be lost.
+        """
+        if "dp_accountant" in state and self.dp is None:
+            raise PrivacyError(
+                "GAN checkpoint",
+                [
+                    Problem(
+                        "dp-history-dropped",
+                        "the checkpoint was trained with DP-SGD; build the trainer "
+                        "with its dp spec (GanTrainer.load does) to keep the history",
+                        "dp",
+                    )
+                ],
+            )
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.generator_ema.load_state_dict(state["generator_ema"])
@@ -438,6 +630,10 @@ class GanTrainer:
         self.ada.p = float(state["ada_p"])
         self.steps = int(state["steps"])
         self.images_seen = int(state["images_seen"])
+        if "dp_accountant" in state:
+            self.accountant = AccountantState.from_json(state["dp_accountant"])
+            noise = state["dp_noise_multiplier"]
+            self.noise_multiplier = None if noise is None else float(noise)
 
     def save(self, path: str | Path) -> str:
         """Write a checkpoint to ``path``; return the file's sha256 (provenance)."""
@@ -472,10 +668,14 @@ class GanTrainer:
         train = dict(state["train"])
         if device is not None:
             train["device"] = device
+        dp = state.get("dp")
         trainer = cls(
             GanSpec(**state["spec"]),
             GanTrainSpec(**train),
             dp_compatible_d=bool(state["dp_compatible_d"]),
+            dp=None
+            if dp is None
+            else DpGanSpec(DpSgdSpec(**dp["sgd"]), augment_p=dp["augment_p"]),
         )
         trainer.load_state_dict(state)
         return trainer

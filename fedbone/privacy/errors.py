@@ -1,0 +1,30 @@
+"""Typed errors of the privacy package."""
+
+from __future__ import annotations
+
+from fedbone.errors import ProblemsError
+
+__all__ = ["BudgetExceeded", "LedgerTampered", "PrivacyError"]
+
+
+class PrivacyError(ProblemsError):
+    """A privacy setting, release or record that cannot be accepted, all listed."""
+
+    kind = "privacy"
+
+
+class LedgerTampered(PrivacyError):  # noqa: N818 (name set by the design)
+    """A privacy ledger whose lines, hash chain or head file do not agree.
+
+    A site whose ledger cannot be verified refuses every release: its spending
+    is unknown, so no budget check can be trusted. The ledger is never reset
+    silently; a privacy officer must restore it from a backup.
+    """
+
+    kind = "privacy ledger"
+
+
+class BudgetExceeded(PrivacyError):  # noqa: N818 (name set by the design)
+    """A release that would take the site's total ε or δ over its budget."""
+
+    kind = "privacy budget"
