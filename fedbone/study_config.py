@@ -20,6 +20,7 @@ from typing import Any
 from fedbone.config import read_yaml, require_mapping
 from fedbone.errors import ConfigError
 from fedbone.settings_reader import StudyCollector
+from fedbone.study_privacy import DP_SECTIONS, DpSettings, read_dp
 from fedbone.study_synthetic import (
     SYNTHETIC_SECTIONS,
     GanSettings,
@@ -123,6 +124,8 @@ class SimulationSettings:
     workers: int = 2
     seed: int = 0
     cpus_per_site: float = 1.0
+    site_epsilon: float | None = None
+    """Privacy budget (total ε) written into every phantom site's config."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class StudyConfig:
     synthetic_training: SyntheticTrainingSettings = field(
         default_factory=SyntheticTrainingSettings
     )
+    dp: DpSettings = field(default_factory=DpSettings)
     simulation: SimulationSettings | None = None
     runs_dir: Path = Path("runs")
     source: Path | None = None
@@ -160,8 +164,10 @@ class StudyConfig:
 
 _STUDY_KEYS = {
     "": {"study", "model", "training", "validation", "simulation", "output"}
-    | set(SYNTHETIC_SECTIONS),
+    | set(SYNTHETIC_SECTIONS)
+    | {"dp"},
     **SYNTHETIC_SECTIONS,
+    **DP_SECTIONS,
     "study": {"name", "task", "seed", "phases", "baselines"},
     "model": {
         "architecture",
@@ -273,6 +279,11 @@ def _read_simulation(
         s, "sites", "simulation.sites", ("A", "B", "C", "D", "E", "F"), d.sites
     )
     sites_dir = Path(str(s.get("sites_dir", d.sites_dir)))
+    site_epsilon = None
+    if s.get("site_epsilon") is not None:
+        site_epsilon = c.number(
+            s, "site_epsilon", "simulation.site_epsilon", 8.0, 1e-3, 1e3
+        )
     return SimulationSettings(
         sites_dir=sites_dir if sites_dir.is_absolute() else base_dir / sites_dir,
         sites=sites,
@@ -288,6 +299,7 @@ def _read_simulation(
         cpus_per_site=c.number(
             s, "cpus_per_site", "simulation.cpus_per_site", d.cpus_per_site, 0.1, 64
         ),
+        site_epsilon=site_epsilon,
     )
 
 
@@ -329,18 +341,20 @@ def study_config_from_mapping(
         )
     output = c.section(raw, "output")
     runs_dir = Path(str(output.get("runs_dir", "runs")))
+    model = _read_model(c, raw)
     config = StudyConfig(
         name=name,
         task=c.one_of(study, "task", "study.task", TASKS, "bm"),
         seed=c.integer(study, "seed", "study.seed", 0, 0, 2**31),
         phases=phases,
         baselines=c.subset(study, "baselines", "study.baselines", BASELINES, ()),
-        model=_read_model(c, raw),
+        model=model,
         training=_read_training(c, raw),
         validation=_read_validation(c, raw),
         gan=read_gan(c, raw),
         synthesis=read_synthesis(c, raw),
         synthetic_training=read_synthetic_training(c, raw),
+        dp=read_dp(c, raw, model.norm),
         simulation=_read_simulation(c, raw, base_dir),
         runs_dir=runs_dir if runs_dir.is_absolute() else base_dir / runs_dir,
         source=source,

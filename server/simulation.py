@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fedbone.config import load_site_config
+from fedbone.config import load_site_config, write_site_config
 from fedbone.data.cache_summary import format_summary_table, summarise_site_cache
 from fedbone.data.phantom_sites import ensure_phantom_federation
 from fedbone.data.prepare import prepare_site_cache
@@ -61,6 +61,11 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
     summaries = []
     for path in configs:
         site = load_site_config(path)
+        if site.privacy.epsilon_budget != sim.site_epsilon:
+            # The study's simulated hospitals take the budget it names.
+            privacy = replace(site.privacy, epsilon_budget=sim.site_epsilon)
+            write_site_config(replace(site, privacy=privacy, source=None), path)
+            site = load_site_config(path)
         report = prepare_site_cache(
             site.data.manifest,
             site.data.cache_dir,

@@ -31,6 +31,7 @@ from fedbone.federation.study_messages import (
     config_float,
     config_int,
     config_str,
+    dp_round_from,
     local_state_from,
     local_state_to,
     metric_record,
@@ -43,6 +44,7 @@ from fedbone.federation.synthetic_messages import (
     gan_settings_from,
     synthesis_settings_from,
 )
+from fedbone.privacy.site_spending import open_site_ledger, refuse_without_dp
 from fedbone.synthetic.cross_audit import cross_audit_at_site
 from fedbone.synthetic.federated_gan import (
     evaluate_federated_gan,
@@ -57,6 +59,7 @@ from fedbone.synthetic.site_synthesis import (
     synthesize_at_site,
     umap_at_site,
 )
+from fedbone.training.dp_round import train_round_dp
 from fedbone.training.runtime import torch_threads
 from fedbone.training.site_round import evaluate_round, train_round
 
@@ -110,6 +113,9 @@ def train(message: Message, context: Context) -> Message:
     if config_str(config, "phase") == PHASE_GAN:
         return _federated_gan_round(message, site, config)
     task = config_str(config, "task")
+    dp_round = dp_round_from(config)
+    if dp_round is None:
+        refuse_without_dp(site)
     cache = mixed_training_view(
         open_site_cache(site),
         task,
@@ -119,16 +125,30 @@ def train(message: Message, context: Context) -> Message:
         run_name=config_str(config, "run-name"),
         seed=config_int(config, "seed", 0),
     )
-    result = train_round(
-        cache,
-        task,
-        classifier_spec_from(config),
-        train_spec_from(config),
-        record_to_arrays(message.content.array_records[_ARRAYS]),
-        fedbn=config_bool(config, "fedbn", False),
-        local_state=local_state_from(context),
-    )
-    local_state_to(context, result.local_state)
+    arrays = record_to_arrays(message.content.array_records[_ARRAYS])
+    if dp_round is not None:
+        result = train_round_dp(
+            cache,
+            task,
+            classifier_spec_from(config),
+            train_spec_from(config),
+            arrays,
+            dp_round,
+            open_site_ledger(site, len(cache.indices("train"))),
+            run_name=config_str(config, "run-name"),
+            phase=config_str(config, "phase"),
+        )
+    else:
+        result = train_round(
+            cache,
+            task,
+            classifier_spec_from(config),
+            train_spec_from(config),
+            arrays,
+            fedbn=config_bool(config, "fedbn", False),
+            local_state=local_state_from(context),
+        )
+        local_state_to(context, result.local_state)
     content = RecordDict(
         {
             _ARRAYS: arrays_to_record(result.arrays),

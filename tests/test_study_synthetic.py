@@ -93,3 +93,42 @@ def test_a_study_without_phases_runs_the_classifier_study(tmp_path: Path) -> Non
 def test_synthetic_model_names() -> None:
     assert synthetic_model_name("B", 50.0) == "local-B-syn50"
     assert synthetic_model_name("B", None) == "local-B-synonly"
+
+
+def test_a_dp_study_reads_its_settings(tmp_path: Path) -> None:
+    raw = _raw(
+        model={"norm": "group"},
+        dp={
+            "classifier": {"target_epsilon": 8.0},
+            "gan": {"noise_multiplier": 1.2},
+            "on_budget_exhausted": "stop",
+        },
+    )
+
+    study = study_config_from_mapping(raw, base_dir=tmp_path)
+
+    assert study.dp.enabled and study.dp.on_budget_exhausted == "stop"
+    assert study.dp.classifier is not None
+    assert study.dp.classifier.target_epsilon == 8.0
+    assert study.dp.classifier.to_config()["dp-noise-multiplier"] == 0.0
+
+
+def test_every_dp_problem_is_reported_at_once(tmp_path: Path) -> None:
+    raw = _raw(
+        model={"norm": "batch"},
+        dp={
+            "classifier": {"target_epsilon": 8.0, "noise_multiplier": 1.0},
+            "gan": {"max_grad_norm": 1.0},
+            "on_budget_exhausted": "ignore",
+        },
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        study_config_from_mapping(raw, base_dir=tmp_path)
+
+    assert {p.where for p in caught.value.problems} == {
+        "dp.classifier",
+        "dp.gan",
+        "dp.on_budget_exhausted",
+        "model.norm",
+    }

@@ -217,6 +217,7 @@ def template_matches(template: str, name: str, models: Collection[str]) -> bool:
 
 _TRAIN_METRICS = frozenset(
     {"num-examples", "train-loss", "val-loss", "val-auc", "epochs", "seconds"}
+    | {"dp-epsilon", "dp-delta", "dp-noise-multiplier"}
 )
 _EVALUATE_METRICS = frozenset({"num-examples", "val-loss", "val-auc"})
 _SITE_KEYS = frozenset(

@@ -25,6 +25,7 @@ from fedbone.federation.kinds import MODEL_RECORD_PREFIX
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.models import Architecture, ClassifierSpec, Norm
 from fedbone.training import AugmentSpec, Sampling, TrainSpec
+from fedbone.training.dp_round import DpRoundSpec
 
 __all__ = [
     "POOLED_RECORD_PREFIX",
@@ -36,6 +37,7 @@ __all__ = [
     "config_int",
     "config_str",
     "config_strs",
+    "dp_round_from",
     "local_state_from",
     "local_state_to",
     "metric_floats",
@@ -265,3 +267,18 @@ def local_state_to(context: Context, arrays: dict[str, np.ndarray] | None) -> No
     """Keep (or, with ``None``, leave unchanged) the site's FedBN layers."""
     if arrays is not None:
         context.state[_LOCAL_STATE] = arrays_to_record(arrays)
+
+
+def dp_round_from(config: ConfigRecord) -> DpRoundSpec | None:
+    """Return the study's DP-SGD request for classifier training, if any."""
+    noise = config_float(config, "dp-noise-multiplier", 0.0)
+    target = config_float(config, "dp-target-epsilon", 0.0)
+    if noise <= 0 and target <= 0:
+        return None
+    return DpRoundSpec(
+        noise_multiplier=noise if noise > 0 else None,
+        target_epsilon=target if target > 0 else None,
+        max_grad_norm=config_float(config, "dp-max-grad-norm", 1.0),
+        clipping=config_str(config, "dp-clipping"),
+        rounds=config_int(config, "rounds", 1),
+    )

@@ -43,6 +43,9 @@ class StudyReport:
     pooled_pairs: Sequence[Mapping[str, Any]] = ()  # {model_a, model_b, test}
     rejected: Sequence[Mapping[str, Any]] = ()
     site_errors: Sequence[Mapping[str, Any]] = ()
+    privacy: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Site -> its cumulative DP-SGD ``epsilon``/``delta`` (DP studies)."""
+    budget_refusals: Sequence[Mapping[str, Any]] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
     # The same over validation-only sites only (external validation).
     pooled_external: Mapping[str, Any] = field(default_factory=dict)
@@ -321,6 +324,35 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         sweep=study_ratio_sweep(report),
     ):
         sections.append(_render(section))
+    if report.privacy:
+        sections += [
+            "<h2>Differential privacy (each site's ledger)</h2>",
+            _table(
+                [
+                    {
+                        "site": site,
+                        "epsilon": f"{spent['epsilon']:.3f}",
+                        "delta": f"{spent['delta']:.2e}",
+                        "noise multiplier": f"{spent['noise-multiplier']:.3g}",
+                    }
+                    for site, spent in sorted(report.privacy.items())
+                ]
+                + [
+                    {
+                        "site": r["site"],
+                        "epsilon": "refused: budget exhausted",
+                        "delta": r["model"],
+                        "noise multiplier": f"round {r['round']}",
+                    }
+                    for r in report.budget_refusals
+                ],
+                ["site", "epsilon", "delta", "noise multiplier"],
+            ),
+            '<p class="note">epsilon is the site\'s total over every DP-SGD '
+            "release it made (all models and rounds, composed in Renyi DP by its "
+            "ledger), at the site's delta. Validation statistics are not noised."
+            "</p>",
+        ]
     if report.rejected or report.site_errors:
         sections += [
             "<h2>Rejected updates and site errors</h2>",

@@ -38,6 +38,8 @@ def build_report(run: StudyRun) -> StudyReport:
         pooled_pairs=validation.get("pooled_pairs", []),
         rejected=run.results.get("rejected-updates", []),
         site_errors=run.results.get("site-errors", []),
+        privacy=run.results.get("privacy", {}),
+        budget_refusals=run.results.get("budget-refusals", []),
         timings=dict(run.timings),
         pooled_external=validation.get("pooled_external", {}),
         pooled_pairs_external=validation.get("pooled_pairs_external", []),
@@ -77,6 +79,8 @@ def run_report(run: StudyRun) -> None:
             "rejected": list(report.rejected),
             "site_errors": list(report.site_errors),
             "skipped_models": run.results.get("skipped-models", []),
+            "privacy": dict(report.privacy),
+            "budget_refusals": list(report.budget_refusals),
             "timings": report.timings,
         },
     )

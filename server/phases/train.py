@@ -63,9 +63,13 @@ def train_config(
 ) -> ConfigRecord:
     """Return the config record of local classifier training (plus ``extra``)."""
     t = run.study.training
+    dp = run.study.dp.classifier
+    private = dp.to_config() if dp is not None and phase == "train" else {}
     return run.config(
         phase,
         {
+            **private,
+            "rounds": t.rounds,
             **(extra or {}),
             "local-epochs": t.local_epochs,
             "batch-size": t.batch_size,
@@ -92,6 +96,7 @@ def recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]:
         rounds[kind] += 1
         for reply in replies:
             if reply.has_error():
+                _record_site_error(run, model_name, rounds[kind], reply)
                 continue
             record = next(iter(reply.content.metric_records.values()), None)
             metrics = metric_floats(record) if record is not None else {}
@@ -115,6 +120,22 @@ def recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]:
             )
 
     return record
+
+
+def _record_site_error(
+    run: StudyRun, model_name: str, number: int, reply: Message
+) -> None:
+    """Keep a site's refusal or failure (e.g. an exhausted privacy budget)."""
+    reason = str(reply.error.reason)
+    site = run.site_of(reply.metadata.src_node_id)
+    logger.warning("%s round %d: %s failed: %s", model_name, number, site, reason)
+    run.results.setdefault("site-errors", []).append(
+        {"site": site, "action": f"{model_name} round {number}", "reason": reason}
+    )
+    if "budget-exceeded" in reason:
+        run.results.setdefault("budget-refusals", []).append(
+            {"site": site, "model": model_name, "round": number}
+        )
 
 
 def _train_over(
@@ -160,10 +181,10 @@ def run_train(run: StudyRun) -> None:
     """Train the federated model and the configured baselines."""
     start = initial_arrays(run)
     run.models["federated"] = _train_over(run, "federated", run.train_nodes, start)
+    _apply_budget_policy(run)
     if "local" in run.study.baselines:
         for node in run.train_nodes:
-            name = f"local-{run.site_of(node)}"
-            run.models[name] = _train_over(run, name, [node], start)
+            _train_baseline(run, f"local-{run.site_of(node)}", [node], start)
     if "pooled" in run.study.baselines:
         if run.sim_site_configs is None:
             logger.warning("baseline 'pooled' needs simulation; skipped")
@@ -185,6 +206,58 @@ def run_train(run: StudyRun) -> None:
     for name, arrays in run.models.items():
         np.savez(models_dir / f"{name}.npz", allow_pickle=False, **arrays)
     run.write_json("rounds.json", run.rounds)
+    if run.study.dp.enabled:
+        run.results["privacy"] = privacy_by_site(run.rounds)
+        run.write_json("privacy.json", run.results["privacy"])
+
+
+def privacy_by_site(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Return each site's cumulative DP-SGD (ε, δ) as its last reply reported.
+
+    The site's ledger composes every DP-SGD release it made (all models, all
+    rounds), so the latest ``dp-epsilon`` a site sent is its total.
+    """
+    spent: dict[str, dict[str, float]] = {}
+    for entry in rounds:
+        if "dp-epsilon" in entry:
+            spent[entry["site"]] = {
+                "epsilon": float(entry["dp-epsilon"]),
+                "delta": float(entry.get("dp-delta", float("nan"))),
+                "noise-multiplier": float(entry.get("dp-noise-multiplier", 0.0)),
+            }
+    return spent
+
+
+def _apply_budget_policy(run: StudyRun) -> None:
+    """Stop the study when a site's budget ran out and the study says so."""
+    refusals = run.results.get("budget-refusals", [])
+    if refusals and run.study.dp.on_budget_exhausted == "stop":
+        sites = sorted({r["site"] for r in refusals})
+        raise StudyError(
+            f"privacy budget exhausted at {', '.join(sites)}; the study stops "
+            "(dp.on_budget_exhausted: stop). Use 'continue' to go on without "
+            "those sites, or ask them to raise privacy.budget"
+        )
+
+
+def _train_baseline(
+    run: StudyRun,
+    name: str,
+    nodes: list[int],
+    start: dict[str, np.ndarray],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Train one comparison model; a model no site could train is reported."""
+    try:
+        run.models[name] = _train_over(run, name, nodes, start, extra)
+    except StudyError as error:
+        # One model the sites cannot train (a pool lacking a class, a budget
+        # spent) must not sink the study: report it, train the others.
+        logger.error("%s not trained: %s", name, error)
+        run.results.setdefault("skipped-models", []).append(
+            {"model": name, "site": run.site_of(nodes[0]), "reason": str(error)}
+        )
+    _apply_budget_policy(run)
 
 
 def _train_with_synthetic(run: StudyRun, start: dict[str, np.ndarray]) -> None:
@@ -208,12 +281,4 @@ def _train_with_synthetic(run: StudyRun, start: dict[str, np.ndarray]) -> None:
             "synthetic-ratio": 0.0 if ratio is None else float(ratio),
             "synthetic-only": ratio is None,
         }
-        try:
-            run.models[name] = _train_over(run, name, [node], start, extra)
-        except StudyError as error:
-            # One mix the pool cannot serve (e.g. curation kept no image of a
-            # class) must not sink the study: report it, train the others.
-            logger.error("%s not trained: %s", name, error)
-            run.results.setdefault("skipped-models", []).append(
-                {"model": name, "site": site, "reason": str(error)}
-            )
+        _train_baseline(run, name, [node], start, extra)

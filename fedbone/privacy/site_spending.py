@@ -1,0 +1,168 @@
+"""A site charges its DP-SGD releases to its ledger, before it makes them.
+
+Every DP-SGD training a site runs -- a classifier round of any model, a GAN's
+discriminator steps -- is a subsampled Gaussian mechanism on the same scans.
+Rényi-DP composes such mechanisms exactly by adding their RDP curves, so the
+site keeps **one** accountant stream, ``dp-sgd``, for all of them: its
+history (noise multiplier, sampling rate, steps per release) is read back from
+the ledger itself, which is hash-chained, so the accounting cannot silently
+lose a release. ε is evaluated at the site's budget δ.
+
+The order is what makes the budget binding:
+
+1. :func:`plan_sgd_release` computes the ε the stream will have *after* the
+   release (the spend is known before training: noise, rate and steps are) and
+   refuses with :class:`~fedbone.privacy.errors.BudgetExceeded` if it would
+   exceed the budget -- nothing is trained, nothing leaves;
+2. the site trains;
+3. :meth:`PlannedRelease.commit` appends the release to the ledger, before the
+   reply (the weights) is handed to the egress guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fedbone.config import SiteConfig
+from fedbone.errors import Problem
+from fedbone.privacy.budget import PrivacyBudget
+from fedbone.privacy.dp_sgd import AccountantState
+from fedbone.privacy.errors import PrivacyError
+from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger
+
+__all__ = [
+    "SGD_STREAM",
+    "PlannedRelease",
+    "open_site_ledger",
+    "plan_sgd_release",
+    "refuse_without_dp",
+    "sgd_history",
+]
+
+#: The one accountant stream of all DP-SGD releases from a site's scans.
+SGD_STREAM = "dp-sgd"
+_MECHANISM = "dp-sgd-rdp"
+
+
+def open_site_ledger(site: SiteConfig, n_training: int) -> PrivacyLedger:
+    """Open the site's ledger under its configured budget.
+
+    Raises
+    ------
+    PrivacyError
+        ``no-privacy-budget`` when the site config sets none: a site releases
+        DP-trained weights only under a budget it chose.
+    LedgerTampered
+        When the existing ledger does not verify.
+    """
+    privacy = site.privacy
+    if privacy.epsilon_budget is None:
+        raise PrivacyError(
+            site.site_id,
+            [
+                Problem(
+                    "no-privacy-budget",
+                    "the study asks for DP training but this site has no privacy "
+                    "budget; set privacy.budget.epsilon in the site config",
+                    "privacy.budget",
+                )
+            ],
+        )
+    budget = PrivacyBudget.for_site(
+        privacy.epsilon_budget, privacy.delta_budget, n_training
+    )
+    return PrivacyLedger(privacy.ledger, budget)
+
+
+def refuse_without_dp(site: SiteConfig) -> None:
+    """Refuse to release weights trained without DP at a site with a budget.
+
+    A site that set a privacy budget has said its scans leave only under
+    differential privacy; a non-private training request would void that.
+
+    Raises
+    ------
+    PrivacyError
+        ``dp-required``.
+    """
+    if site.privacy.epsilon_budget is not None:
+        raise PrivacyError(
+            site.site_id,
+            [
+                Problem(
+                    "dp-required",
+                    "this site has a privacy budget and releases model weights "
+                    "only when trained with DP-SGD; the study must set "
+                    "dp.classifier (or the site must remove privacy.budget)",
+                    "privacy.budget",
+                )
+            ],
+        )
+
+
+def sgd_history(entries: list[LedgerEntry]) -> AccountantState:
+    """Rebuild the ``dp-sgd`` stream's accountant history from ledger entries."""
+    state = AccountantState(accountant="rdp")
+    for entry in entries:
+        if entry.stream != SGD_STREAM:
+            continue
+        details = entry.details
+        state = state.extended(
+            float(details["noise_multiplier"]),
+            float(details["sample_rate"]),
+            int(details["steps"]),
+        )
+    return state
+
+
+@dataclass(frozen=True)
+class PlannedRelease:
+    """A DP-SGD release that fits the budget, to be committed once made."""
+
+    ledger: PrivacyLedger
+    before: AccountantState
+    after: AccountantState
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    def commit(self, *, run: str, phase: str, kind: str) -> LedgerEntry:
+        """Append the release to the ledger (call before the reply leaves)."""
+        details: dict[str, Any] = {
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps,
+        }
+        return self.ledger.record(
+            run=run,
+            phase=phase,
+            kind=kind,
+            mechanism=_MECHANISM,
+            stream=SGD_STREAM,
+            stream_epsilon=self.epsilon,
+            delta=self.delta,
+            details=details,
+        )
+
+
+def plan_sgd_release(
+    ledger: PrivacyLedger, noise_multiplier: float, sample_rate: float, steps: int
+) -> PlannedRelease:
+    """Return the release's spend, or refuse it if the budget cannot take it.
+
+    Raises
+    ------
+    BudgetExceeded
+        ``budget-exceeded``, saying spent, requested and the budget.
+    """
+    before = sgd_history(ledger.entries())
+    after = before.extended(noise_multiplier, sample_rate, steps)
+    delta = ledger.budget.delta
+    epsilon = after.epsilon(delta)
+    ledger.check(SGD_STREAM, epsilon, delta)
+    return PlannedRelease(
+        ledger, before, after, epsilon, delta, noise_multiplier, sample_rate, steps
+    )

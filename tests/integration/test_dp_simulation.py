@@ -1,0 +1,103 @@
+"""A DP study through Flower's simulation runtime: budgets, ledgers, ε reported.
+
+A and B train the federated model and their local baselines with DP-SGD under
+a site budget that covers the federated model but not both: the second model
+each site is asked for is refused (budget-exceeded), reported, and the study
+carries on (``on_budget_exhausted: continue``).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedbone.config import load_site_config
+from fedbone.federation.egress import EgressLog
+from fedbone.privacy.site_spending import open_site_ledger
+from fedbone.study_config import load_study_config
+from server.simulation import simulate_study
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("dp")
+    study = {
+        "study": {
+            "name": "tiny-dp",
+            "task": "bm",
+            "phases": ["census", "train", "validate", "report"],
+            "baselines": ["local"],
+        },
+        "model": {"architecture": "small-cnn", "norm": "group"},
+        "training": {
+            "rounds": 1,
+            "local_epochs": 1,
+            "min_train_sites": 2,
+            "augment": False,
+        },
+        "dp": {
+            "classifier": {"noise_multiplier": 1.0, "clipping": "hooks"},
+            "on_budget_exhausted": "continue",
+        },
+        "validation": {"n_bootstrap": 50},
+        "simulation": {
+            "sites_dir": str(root / "sites"),
+            "sites": ["A", "B", "C"],
+            "scale": 0.001,
+            "min_scans": 40,
+            "workers": 1,
+            "site_epsilon": 4.0,
+        },
+        "output": {"runs_dir": str(root / "runs")},
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+
+    outcome = simulate_study(load_study_config(path))
+
+    return outcome.run_dir, root / "sites"
+
+
+def test_each_site_reports_its_epsilon_within_its_budget(
+    finished: tuple[Path, Path],
+) -> None:
+    run_dir, sites = finished
+
+    privacy = json.loads((run_dir / "privacy.json").read_text())
+
+    assert set(privacy) == {"A", "B"}
+    for site, spent in privacy.items():
+        config = load_site_config(sites / f"site-{site}" / "site.yaml")
+        ledger = open_site_ledger(config, n_training=1)
+        assert 0 < spent["epsilon"] <= 4.0
+        assert ledger.spent().epsilon == pytest.approx(spent["epsilon"])
+        assert ledger.verify()
+
+
+def test_models_beyond_a_budget_are_refused_and_reported(
+    finished: tuple[Path, Path],
+) -> None:
+    run_dir, _ = finished
+
+    results = json.loads((run_dir / "results.json").read_text())
+
+    assert "federated" in results["pooled"]
+    refused = {(r["site"], r["model"]) for r in results["budget_refusals"]}
+    assert refused and {model for _, model in refused} <= {"local-A", "local-B"}
+    skipped = {m["model"] for m in results["skipped_models"]}
+    assert skipped == {model for _, model in refused}
+    assert (run_dir / "report.html").read_text().count("budget exhausted") >= 1
+
+
+def test_no_site_released_weights_without_recording_them(
+    finished: tuple[Path, Path],
+) -> None:
+    _, sites = finished
+
+    for site in "AB":
+        log = EgressLog(sites / f"site-{site}" / "egress-log.jsonl").entries()
+        config = load_site_config(sites / f"site-{site}" / "site.yaml")
+        recorded = open_site_ledger(config, n_training=1).entries()
+        released = [e for e in log if e["kind"] == "train" and e["verdict"] == "passed"]
+        assert len(released) == len(recorded) > 0
