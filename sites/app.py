@@ -31,6 +31,7 @@ from fedbone.federation.study_messages import (
     config_float,
     config_int,
     config_str,
+    dp_gan_from,
     dp_round_from,
     local_state_from,
     local_state_to,
@@ -44,7 +45,9 @@ from fedbone.federation.synthetic_messages import (
     gan_settings_from,
     synthesis_settings_from,
 )
+from fedbone.privacy.ledger import PrivacyLedger
 from fedbone.privacy.site_spending import open_site_ledger, refuse_without_dp
+from fedbone.study_privacy import DpPhaseSettings
 from fedbone.synthetic.cross_audit import cross_audit_at_site
 from fedbone.synthetic.federated_gan import (
     evaluate_federated_gan,
@@ -158,10 +161,23 @@ def train(message: Message, context: Context) -> Message:
     return Message(content, reply_to=message)
 
 
+def _gan_privacy(
+    site: SiteConfig, config: ConfigRecord
+) -> tuple[DpPhaseSettings | None, PrivacyLedger | None]:
+    """Return the GAN's DP request and the site's ledger (or refuse non-DP)."""
+    dp = dp_gan_from(config)
+    if dp is None:
+        refuse_without_dp(site)
+        return None, None
+    n_training = len(open_site_cache(site).indices("train"))
+    return dp, open_site_ledger(site, n_training)
+
+
 def _federated_gan_round(
     message: Message, site: SiteConfig, config: ConfigRecord
 ) -> Message:
     """Train the received global GAN for one round (phase ``gan``, federated)."""
+    dp, ledger = _gan_privacy(site, config)
     with torch_threads(os.cpu_count()):
         result = federated_gan_round(
             open_site_cache(site),
@@ -174,6 +190,8 @@ def _federated_gan_round(
             run_name=config_str(config, "run-name"),
             seed=site_seed(config_int(config, "seed"), site.site_id),
             device=site.device.value,
+            dp=dp,
+            ledger=ledger,
         )
     content = RecordDict(
         {
@@ -262,6 +280,7 @@ def paired(message: Message, context: Context) -> Message:
 def gan_train(message: Message, context: Context) -> Message:
     """Train this site's GAN (and its encoder and curation classifier) here."""
     site, config = _request(message, context)
+    dp, ledger = _gan_privacy(site, config)
     with torch_threads(os.cpu_count()):  # the GAN runs alone at its site
         outcome = train_site_generator(
             open_site_cache(site),
@@ -273,6 +292,8 @@ def gan_train(message: Message, context: Context) -> Message:
             run_name=config_str(config, "run-name"),
             seed=config_int(config, "seed"),
             device=site.device.value,
+            dp=dp,
+            ledger=ledger,
         )
     provenance = ConfigRecord({"site-id": site.site_id, **outcome.provenance})
     content = RecordDict(

@@ -233,7 +233,7 @@ _VALIDATION_METRICS = frozenset(
 )
 _DELONG_KEYS = frozenset({"difference", "se", "z", "p-value"})
 _GAN_TRAIN_METRICS = frozenset(
-    {"d-loss", "g-loss", "ada-p", "images-seen", "steps", "n-real"}
+    {"d-loss", "g-loss", "ada-p", "images-seen", "steps", "n-real", "dp-epsilon"}
 )
 _GAN_EVALUATE_METRICS = frozenset({"fd", "kid", "precision", "recall"})
 _GAN_RUN_METRICS = frozenset(
@@ -246,7 +246,7 @@ _GAN_RUN_METRICS = frozenset(
         "{name}-step-{name}",
     }
     | {f"best-{m}" for m in _GAN_EVALUATE_METRICS}
-    | {"curation-val-auc", "encoder-seconds", "n-checkpoints"}
+    | {"curation-val-auc", "encoder-seconds", "n-checkpoints", "dp-epsilon"}
 )
 _PROVENANCE_KEYS = frozenset(
     {

@@ -24,6 +24,7 @@ from fedbone.evaluation import ScoreHistograms
 from fedbone.federation.kinds import MODEL_RECORD_PREFIX
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.models import Architecture, ClassifierSpec, Norm
+from fedbone.study_privacy import DpPhaseSettings
 from fedbone.training import AugmentSpec, Sampling, TrainSpec
 from fedbone.training.dp_round import DpRoundSpec
 
@@ -281,4 +282,17 @@ def dp_round_from(config: ConfigRecord) -> DpRoundSpec | None:
         max_grad_norm=config_float(config, "dp-max-grad-norm", 1.0),
         clipping=config_str(config, "dp-clipping"),
         rounds=config_int(config, "rounds", 1),
+    )
+
+
+def dp_gan_from(config: ConfigRecord) -> DpPhaseSettings | None:
+    """Return the study's DP-SGD request for the GAN discriminator, if any."""
+    noise = config_float(config, "dp-gan-noise-multiplier", 0.0)
+    target = config_float(config, "dp-gan-target-epsilon", 0.0)
+    if noise <= 0 and target <= 0:
+        return None
+    return DpPhaseSettings(
+        noise_multiplier=noise if noise > 0 else None,
+        target_epsilon=target if target > 0 else None,
+        max_grad_norm=config_float(config, "dp-gan-max-grad-norm", 1.0),
     )

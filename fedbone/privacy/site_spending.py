@@ -27,7 +27,8 @@ from typing import Any
 from fedbone.config import SiteConfig
 from fedbone.errors import Problem
 from fedbone.privacy.budget import PrivacyBudget
-from fedbone.privacy.dp_sgd import AccountantState
+from fedbone.privacy.dp_gan import DpGanSpec
+from fedbone.privacy.dp_sgd import AccountantState, DpSgdSpec
 from fedbone.privacy.errors import PrivacyError
 from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger
 
@@ -35,6 +36,7 @@ __all__ = [
     "SGD_STREAM",
     "PlannedRelease",
     "open_site_ledger",
+    "plan_gan_release",
     "plan_sgd_release",
     "refuse_without_dp",
     "sgd_history",
@@ -166,3 +168,43 @@ def plan_sgd_release(
     return PlannedRelease(
         ledger, before, after, epsilon, delta, noise_multiplier, sample_rate, steps
     )
+
+
+def plan_gan_release(
+    ledger: PrivacyLedger,
+    *,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    max_grad_norm: float,
+    batch_size: int,
+    n_training: int,
+    steps: int,
+    planned_steps: int,
+) -> tuple[PlannedRelease, DpGanSpec]:
+    """Plan the discriminator's DP-SGD steps of one GAN call at a site.
+
+    The discriminator samples each real scan with ``q = batch / n``; with a
+    target ε the noise spends it over ``planned_steps`` (all rounds). Returns
+    the checked release and the trainer's DP spec with that noise fixed.
+
+    Raises
+    ------
+    BudgetExceeded
+        When the steps would take the site over its budget.
+    """
+    delta = ledger.budget.delta
+    sample_rate = min(1.0, batch_size / max(1, n_training))
+    if noise_multiplier is None:
+        target = DpGanSpec(
+            sgd=DpSgdSpec(
+                target_epsilon=target_epsilon, max_grad_norm=max_grad_norm, delta=delta
+            )
+        )
+        noise_multiplier = target.noise_multiplier(sample_rate, planned_steps)
+    release = plan_sgd_release(ledger, noise_multiplier, sample_rate, steps)
+    spec = DpGanSpec(
+        sgd=DpSgdSpec(
+            noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, delta=delta
+        )
+    )
+    return release, spec

@@ -34,6 +34,10 @@ import numpy as np
 from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
 from fedbone.models import ClassifierSpec
+from fedbone.privacy.dp_gan import DpGanSpec
+from fedbone.privacy.ledger import PrivacyLedger
+from fedbone.privacy.site_spending import plan_gan_release
+from fedbone.study_privacy import DpPhaseSettings
 from fedbone.study_synthetic import GanSettings
 from fedbone.synthetic.site_gan import (
     SITE_MODELS_FILE,
@@ -91,14 +95,20 @@ def _canvas(cache: SiteCache) -> tuple[int, int]:
 
 
 def _site_trainer(
-    cache: SiteCache, settings: GanSettings, state: Path, *, seed: int, device: str
+    cache: SiteCache,
+    settings: GanSettings,
+    state: Path,
+    *,
+    seed: int,
+    device: str,
+    dp: DpGanSpec | None,
 ) -> GanTrainer:
     """Return the site's trainer: resumed from its own state, or fresh on round 1."""
     saved = state / FEDERATED_TRAINER_FILE
     if saved.is_file():
         return GanTrainer.load(saved, device=device)
     height, width = _canvas(cache)
-    return gan_trainer_for(settings, height, width, seed=seed, device=device)
+    return gan_trainer_for(settings, height, width, seed=seed, device=device, dp=dp)
 
 
 def federated_gan_round(
@@ -113,8 +123,13 @@ def federated_gan_round(
     run_name: str,
     seed: int,
     device: str,
+    dp: DpPhaseSettings | None = None,
+    ledger: PrivacyLedger | None = None,
 ) -> FederatedGanRound:
     """Train the received global GAN for one round of local steps.
+
+    With ``dp`` and the site's ``ledger``, the round's discriminator steps
+    are DP-SGD, checked against the budget first and recorded after.
 
     Parameters
     ----------
@@ -153,10 +168,25 @@ def federated_gan_round(
     prepare_site_models(
         cache, task, settings, classifier, train, state, seed=seed, device=device
     )
-    trainer = _site_trainer(cache, settings, state, seed=seed, device=device)
+    steps = max(1, settings.steps // settings.rounds)
+    release, private = None, None
+    if dp is not None and ledger is not None:
+        release, private = plan_gan_release(
+            ledger,
+            noise_multiplier=dp.noise_multiplier,
+            target_epsilon=dp.target_epsilon,
+            max_grad_norm=dp.max_grad_norm,
+            batch_size=settings.batch_size,
+            n_training=len(rows),
+            steps=steps,
+            planned_steps=steps * settings.rounds,
+        )
+    trainer = _site_trainer(
+        cache, settings, state, seed=seed, device=device, dp=private
+    )
     load_trainer_arrays(trainer, global_arrays)
     images = np.asarray(cache.images[rows], dtype=np.float32)
-    result = trainer.train(images, labels, max(1, settings.steps // settings.rounds))
+    result = trainer.train(images, labels, steps)
     trainer.save(state / FEDERATED_TRAINER_FILE)
     metrics = {
         "num-examples": float(len(rows)),
@@ -168,6 +198,12 @@ def federated_gan_round(
         "images-seen": float(result.images_seen),
         "seconds": result.seconds,
     }
+    if release is not None:
+        release.commit(run=run_name, phase="gan", kind="gan-round")
+        metrics["dp-epsilon"] = release.epsilon
+        # The discriminator's losses are statistics of the real scans outside
+        # the accountant; under DP they stay at the site.
+        del metrics["d-loss"], metrics["g-loss"]
     return FederatedGanRound(trainer_arrays(trainer), metrics)
 
 

@@ -41,6 +41,10 @@ from fedbone.evaluation.feature_encoder import (
 from fedbone.models import ClassifierSpec, build_classifier
 from fedbone.models.gan import GanSpec
 from fedbone.models.weights import file_sha256
+from fedbone.privacy.dp_gan import DpGanSpec
+from fedbone.privacy.ledger import PrivacyLedger
+from fedbone.privacy.site_spending import plan_gan_release
+from fedbone.study_privacy import DpPhaseSettings
 from fedbone.study_synthetic import GanSettings
 from fedbone.training.errors import TrainingError
 from fedbone.training.gan import GanTrainer, GanTrainSpec, class_labels
@@ -239,9 +243,19 @@ def prepare_site_models(
 
 
 def gan_trainer_for(
-    settings: GanSettings, height: int, width: int, *, seed: int, device: str
+    settings: GanSettings,
+    height: int,
+    width: int,
+    *,
+    seed: int,
+    device: str,
+    dp: DpGanSpec | None = None,
 ) -> GanTrainer:
-    """Return a fresh trainer with the study's GAN settings on a canvas."""
+    """Return a fresh trainer with the study's GAN settings on a canvas.
+
+    With ``dp`` the discriminator is the DP-compatible variant trained with
+    DP-SGD (:mod:`fedbone.privacy.dp_gan`).
+    """
     return GanTrainer(
         GanSpec(
             height=height,
@@ -260,7 +274,10 @@ def gan_trainer_for(
             class_balanced=True,
             seed=seed,
             device=device,
+            steps=settings.steps,
         ),
+        dp_compatible_d=dp is not None,
+        dp=dp,
     )
 
 
@@ -290,8 +307,15 @@ def train_site_generator(
     run_name: str,
     seed: int,
     device: str,
+    dp: DpPhaseSettings | None = None,
+    ledger: PrivacyLedger | None = None,
 ) -> SiteGanOutcome:
     """Train encoder, curation classifier and GAN at the site; select by FD.
+
+    With ``dp`` (and the site's ``ledger``) the discriminator trains with
+    DP-SGD; its spend is checked against the budget before training and
+    recorded after. The DP guarantee covers the generator; curation and the
+    audit are data-dependent filters applied to its output afterwards.
 
     Parameters
     ----------
@@ -326,7 +350,21 @@ def train_site_generator(
     encoder = load_feature_encoder_of(settings, models, state, device)
     images = _images(cache, train_rows)
     height, width = images.shape[1:]
-    trainer = gan_trainer_for(settings, height, width, seed=seed, device=device)
+    release, private = None, None
+    if dp is not None and ledger is not None:
+        release, private = plan_gan_release(
+            ledger,
+            noise_multiplier=dp.noise_multiplier,
+            target_epsilon=dp.target_epsilon,
+            max_grad_norm=dp.max_grad_norm,
+            batch_size=settings.batch_size,
+            n_training=len(train_rows),
+            steps=settings.steps,
+            planned_steps=settings.steps,
+        )
+    trainer = gan_trainer_for(
+        settings, height, width, seed=seed, device=device, dp=private
+    )
     run = train_site_gan(
         trainer,
         images,
@@ -344,6 +382,9 @@ def train_site_generator(
     )
     write_selection(state, Path(run.best.path), run.best.sha256, models, run.best.step)
     metrics = dict(run.to_metrics())
+    if release is not None:
+        release.commit(run=run_name, phase="gan", kind="gan-round")
+        metrics["dp-epsilon"] = release.epsilon
     metrics.update(
         {
             "n-real": float(len(train_rows)),

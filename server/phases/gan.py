@@ -48,6 +48,13 @@ FEDERATED_GAN = "gan-federated"
 logger = logging.getLogger(__name__)
 
 
+def gan_extra(run: StudyRun) -> dict[str, Any]:
+    """Return the GAN settings (and the discriminator's DP request) to send."""
+    dp = run.study.dp.gan
+    private = dp.to_config("dp-gan") if dp is not None else {}
+    return {GAN_SETTINGS: settings_json(run.study.gan), **private}
+
+
 def gan_nodes(run: StudyRun) -> list[int]:
     """Nodes that train a GAN: ``gan.sites``, or every train site."""
     sites = run.study.gan.sites
@@ -63,7 +70,7 @@ def run_gan(run: StudyRun) -> None:
         return
     settings = run.study.gan
     nodes = gan_nodes(run)
-    config = train_config(run, PHASE_GAN, {GAN_SETTINGS: settings_json(settings)})
+    config = train_config(run, PHASE_GAN, gan_extra(run))
     replies = run.query("gan_train", nodes, RecordDict({"config": config}))
     results = {}
     for reply in replies:
@@ -143,7 +150,7 @@ def _run_federated_gan(run: StudyRun) -> None:
             )
         return None
 
-    config = train_config(run, PHASE_GAN, {GAN_SETTINGS: settings_json(settings)})
+    config = train_config(run, PHASE_GAN, gan_extra(run))
     grid = StudyGrid(
         run.grid,
         nodes,
