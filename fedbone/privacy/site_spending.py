@@ -31,6 +31,7 @@ from fedbone.privacy.dp_gan import DpGanSpec
 from fedbone.privacy.dp_sgd import AccountantState, DpSgdSpec
 from fedbone.privacy.errors import PrivacyError
 from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger
+from fedbone.study_privacy import DpPhaseSettings
 
 __all__ = [
     "SGD_STREAM",
@@ -172,10 +173,8 @@ def plan_sgd_release(
 
 def plan_gan_release(
     ledger: PrivacyLedger,
+    dp: DpPhaseSettings,
     *,
-    noise_multiplier: float | None,
-    target_epsilon: float | None,
-    max_grad_norm: float,
     batch_size: int,
     n_training: int,
     steps: int,
@@ -193,11 +192,15 @@ def plan_gan_release(
         When the steps would take the site over its budget.
     """
     delta = ledger.budget.delta
+    max_grad_norm = dp.max_grad_norm
     sample_rate = min(1.0, batch_size / max(1, n_training))
+    noise_multiplier = dp.noise_multiplier
     if noise_multiplier is None:
         target = DpGanSpec(
             sgd=DpSgdSpec(
-                target_epsilon=target_epsilon, max_grad_norm=max_grad_norm, delta=delta
+                target_epsilon=dp.target_epsilon,
+                max_grad_norm=max_grad_norm,
+                delta=delta,
             )
         )
         noise_multiplier = target.noise_multiplier(sample_rate, planned_steps)

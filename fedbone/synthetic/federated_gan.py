@@ -23,7 +23,6 @@ privacy on its updates (DP-SGD) bounds what they reveal.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ from fedbone.privacy.site_spending import plan_gan_release
 from fedbone.study_privacy import DpPhaseSettings
 from fedbone.study_synthetic import GanSettings
 from fedbone.synthetic.site_gan import (
-    SITE_MODELS_FILE,
     SiteModels,
     check_enough_for_gan,
     gan_state_dir,
@@ -48,6 +46,7 @@ from fedbone.synthetic.site_gan import (
     labelled_class_rows,
     load_feature_encoder_of,
     prepare_site_models,
+    recorded_site_models,
     write_selection,
 )
 from fedbone.training.errors import TrainingError
@@ -173,9 +172,7 @@ def federated_gan_round(
     if dp is not None and ledger is not None:
         release, private = plan_gan_release(
             ledger,
-            noise_multiplier=dp.noise_multiplier,
-            target_epsilon=dp.target_epsilon,
-            max_grad_norm=dp.max_grad_norm,
+            dp,
             batch_size=settings.batch_size,
             n_training=len(rows),
             steps=steps,
@@ -208,8 +205,8 @@ def federated_gan_round(
 
 
 def _models_of(state: Path) -> SiteModels:
-    path = state / SITE_MODELS_FILE
-    if not path.is_file():
+    models = recorded_site_models(state)
+    if models is None:
         raise TrainingError(
             str(state),
             [
@@ -220,7 +217,7 @@ def _models_of(state: Path) -> SiteModels:
                 )
             ],
         )
-    return SiteModels(**json.loads(path.read_text()))
+    return models
 
 
 def evaluate_federated_gan(

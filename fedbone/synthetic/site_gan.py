@@ -63,6 +63,7 @@ __all__ = [
     "load_encoder",
     "load_feature_encoder_of",
     "prepare_site_models",
+    "recorded_site_models",
     "train_site_generator",
     "write_selection",
 ]
@@ -203,6 +204,14 @@ def check_enough_for_gan(n_train: int, n_held_out: int, settings: GanSettings) -
     TrainingError.raise_if_any("site GAN", problems)
 
 
+def recorded_site_models(state: Path) -> SiteModels | None:
+    """Return the encoder and curation classifier recorded for a run, if any."""
+    path = state / SITE_MODELS_FILE
+    if not path.is_file():
+        return None
+    return SiteModels(**json.loads(path.read_text()))
+
+
 def prepare_site_models(
     cache: SiteCache,
     task: str,
@@ -219,9 +228,9 @@ def prepare_site_models(
     A federated GAN calls this every round: the models trained in the first
     round are recorded in ``site-models.json`` and reused afterwards.
     """
-    recorded = state / SITE_MODELS_FILE
-    if recorded.is_file():
-        return SiteModels(**json.loads(recorded.read_text()))
+    recorded = recorded_site_models(state)
+    if recorded is not None:
+        return recorded
     rows, labels = labelled_class_rows(cache, ("train",))
     started = time.perf_counter()
     encoder, encoder_sha = _encoder(
@@ -238,7 +247,7 @@ def prepare_site_models(
         curation_val_auc=curation_auc,
         encoder_seconds=encoder_seconds,
     )
-    recorded.write_text(json.dumps(asdict(models), indent=2) + "\n")
+    (state / SITE_MODELS_FILE).write_text(json.dumps(asdict(models), indent=2) + "\n")
     return models
 
 
@@ -354,9 +363,7 @@ def train_site_generator(
     if dp is not None and ledger is not None:
         release, private = plan_gan_release(
             ledger,
-            noise_multiplier=dp.noise_multiplier,
-            target_epsilon=dp.target_epsilon,
-            max_grad_norm=dp.max_grad_norm,
+            dp,
             batch_size=settings.batch_size,
             n_training=len(train_rows),
             steps=settings.steps,
