@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flwr.app import RecordDict
+from flwr.serverapp import Grid
 
 from fedbone.federation.study_messages import config_str, metric_ints
 from server.study import SiteInfo, StudyError, StudyRun
 
-__all__ = ["run_census"]
+__all__ = ["run_census", "wait_for_nodes"]
 
 logger = logging.getLogger(__name__)
+
+#: How long the census waits for the expected sites to connect.
+CONNECT_TIMEOUT_S = 300.0
+
+
+def wait_for_nodes(
+    grid: Grid,
+    expected: int,
+    *,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+    poll_s: float = 0.2,
+) -> list[int]:
+    """Return the connected node ids once ``expected`` are there or time is up.
+
+    The ServerApp can start before the nodes have registered (the simulation
+    runtime registers them in another thread; hospitals connect when they
+    connect), so asking once would find an empty or partial federation.
+    """
+    deadline = time.monotonic() + timeout_s
+    nodes = list(grid.get_node_ids())
+    while len(nodes) < expected and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        nodes = list(grid.get_node_ids())
+    if len(nodes) < expected:
+        logger.warning(
+            "census: %d of %d expected sites connected within %.0f s; going on "
+            "with those",
+            len(nodes),
+            expected,
+            timeout_s,
+        )
+    return nodes
 
 
 def run_census(run: StudyRun) -> None:
@@ -23,7 +57,11 @@ def run_census(run: StudyRun) -> None:
         When sites preprocessed their scans differently, two nodes claim the
         same site id, or fewer train sites answered than the study needs.
     """
-    nodes = list(run.grid.get_node_ids())
+    if run.sim_site_configs is not None:
+        expected = len(run.sim_site_configs)
+    else:
+        expected = run.study.training.min_train_sites
+    nodes = wait_for_nodes(run.grid, expected)
     replies = run.query("census", nodes, RecordDict({"config": run.config("census")}))
     for reply in replies:
         site = reply.content.config_records["site"]
