@@ -11,6 +11,10 @@
       gan:                        # DP-SGD on the discriminator (phase gan)
         noise_multiplier: 1.0
         max_grad_norm: 1.0
+      statistics:                 # noisy validation histograms (Laplace)
+        epsilon: 1.0              # per site, the whole validation reply
+        bins: 20                  # coarse on purpose: every bin gets noise
+        max_scans_per_patient: 1  # contribution bound = sensitivity
       on_budget_exhausted: continue   # continue without the site | stop
 
 The study asks for DP; each **site** decides its budget (site config
@@ -27,13 +31,20 @@ from typing import Any
 
 from fedbone.settings_reader import StudyCollector
 
-__all__ = ["DP_SECTIONS", "DpPhaseSettings", "DpSettings", "read_dp"]
+__all__ = [
+    "DP_SECTIONS",
+    "DpPhaseSettings",
+    "DpSettings",
+    "DpStatisticsSettings",
+    "read_dp",
+]
 
 _POLICIES = ("continue", "stop")
 _CLIPPING = ("ghost", "hooks")
 
 DP_SECTIONS: dict[str, set[str]] = {
-    "dp": {"classifier", "gan", "on_budget_exhausted"},
+    "dp": {"classifier", "gan", "statistics", "on_budget_exhausted"},
+    "dp.statistics": {"epsilon", "bins", "max_scans_per_patient"},
     "dp.classifier": {
         "noise_multiplier",
         "target_epsilon",
@@ -64,17 +75,37 @@ class DpPhaseSettings:
 
 
 @dataclass(frozen=True)
+class DpStatisticsSettings:
+    """Noisy validation histograms: ε per site, bins, contribution bound."""
+
+    epsilon: float = 1.0
+    bins: int = 20
+    max_scans_per_patient: int = 1
+
+    def to_config(self) -> dict[str, float | int]:
+        """Return the values a validation request carries."""
+        return {
+            "dp-stat-epsilon": self.epsilon,
+            "dp-stat-bins": self.bins,
+            "dp-stat-max-scans": self.max_scans_per_patient,
+        }
+
+
+@dataclass(frozen=True)
 class DpSettings:
-    """Which trainings use DP-SGD, and what happens when a site's budget ends."""
+    """What is differentially private, and what happens when a site's budget ends."""
 
     classifier: DpPhaseSettings | None = None
     gan: DpPhaseSettings | None = None
+    statistics: DpStatisticsSettings | None = None
     on_budget_exhausted: str = "continue"
 
     @property
     def enabled(self) -> bool:
-        """Whether any training in the study is differentially private."""
-        return self.classifier is not None or self.gan is not None
+        """Whether anything the study releases is differentially private."""
+        return any(
+            part is not None for part in (self.classifier, self.gan, self.statistics)
+        )
 
 
 def _read_phase(
@@ -119,6 +150,36 @@ def _read_phase(
     )
 
 
+def _read_statistics(
+    c: StudyCollector, raw: Mapping[str, Any]
+) -> DpStatisticsSettings | None:
+    section = raw.get("statistics")
+    if section is None:
+        return None
+    where = "dp.statistics"
+    if not isinstance(section, Mapping):
+        c.add("wrong-type", where, "expected a mapping of noisy-statistics settings")
+        return None
+    c.unknown_keys(section, where)
+    bins = c.integer(section, "bins", f"{where}.bins", 20, 10, 1000)
+    if bins % 2:
+        c.add(
+            "odd-bins", f"{where}.bins", "use an even number (0.5 must be a bin edge)"
+        )
+    return DpStatisticsSettings(
+        epsilon=c.number(section, "epsilon", f"{where}.epsilon", 1.0, 0.01, 100.0),
+        bins=bins,
+        max_scans_per_patient=c.integer(
+            section,
+            "max_scans_per_patient",
+            f"{where}.max_scans_per_patient",
+            1,
+            1,
+            100,
+        ),
+    )
+
+
 def read_dp(c: StudyCollector, raw: Mapping[str, Any], norm: str) -> DpSettings:
     """Read the ``dp`` section (absent: no DP); ``norm`` is ``model.norm``."""
     if "dp" not in raw:
@@ -127,6 +188,7 @@ def read_dp(c: StudyCollector, raw: Mapping[str, Any], norm: str) -> DpSettings:
     settings = DpSettings(
         classifier=_read_phase(c, d, "classifier"),
         gan=_read_phase(c, d, "gan"),
+        statistics=_read_statistics(c, d),
         on_budget_exhausted=c.one_of(
             d, "on_budget_exhausted", "dp.on_budget_exhausted", _POLICIES, "continue"
         ),

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedbone.config import SiteConfig
 from fedbone.data.cache import SiteCache
 from fedbone.data.census import take_census
+from fedbone.evaluation.private_validation import (
+    DpStatisticsSpec,
+    release_private_histograms,
+)
 from fedbone.evaluation.site_validation import paired_components, validate_models
 from fedbone.federation.egress import egress_mod
 from fedbone.federation.kinds import CONFIG_RECORD, PHASE_GAN, SYNTHETIC_RECORD
@@ -33,6 +37,7 @@ from fedbone.federation.study_messages import (
     config_str,
     dp_gan_from,
     dp_round_from,
+    dp_statistics_from,
     local_state_from,
     local_state_to,
     metric_record,
@@ -238,8 +243,16 @@ def evaluate(message: Message, context: Context) -> Message:
 
 @app.query("validate")
 def validate(message: Message, context: Context) -> Message:
-    """Score every model on the validation split: metrics and histograms."""
-    config, cache = _site(message, context)
+    """Score every model on the validation split: metrics and histograms.
+
+    Under the study's ``dp.statistics`` the reply is only noisy histograms,
+    charged to the site's ledger, plus what the site has spent.
+    """
+    site, config = _request(message, context)
+    cache = open_site_cache(site)
+    dp = dp_statistics_from(config)
+    if dp is not None:
+        return _validate_privately(message, site, cache, config, dp)
     records = validate_models(
         cache,
         config_str(config, "task"),
@@ -253,6 +266,38 @@ def validate(message: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {name: metric_record(values) for name, values in records.items()}
+    )
+    return Message(content, reply_to=message)
+
+
+def _validate_privately(
+    message: Message,
+    site: SiteConfig,
+    cache: SiteCache,
+    config: ConfigRecord,
+    dp: DpStatisticsSpec,
+) -> Message:
+    n_scans = len(cache.indices("train")) or len(cache)
+    release = release_private_histograms(
+        cache,
+        config_str(config, "task"),
+        classifier_spec_from(config),
+        models_from(message.content),
+        split=config_str(config, "split"),
+        dp=dp,
+        ledger=open_site_ledger(site, n_scans),
+        run=config_str(config, "run-name"),
+        phase=config_str(config, "phase"),
+    )
+    content = RecordDict()
+    for name, histograms in release.histograms.items():
+        content[f"noisy-histograms-{name}"] = metric_record(histograms.to_dict())
+    content["privacy"] = MetricRecord(
+        {
+            "statistics-epsilon": release.epsilon,
+            "epsilon-spent": release.epsilon_spent,
+            "delta-spent": release.delta_spent,
+        }
     )
     return Message(content, reply_to=message)
 

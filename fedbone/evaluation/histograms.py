@@ -25,6 +25,7 @@ from fedbone.evaluation.inputs import check_binary_inputs
 __all__ = [
     "DEFAULT_BINS",
     "MIN_BINS",
+    "MIN_NOISY_BINS",
     "ScoreHistograms",
     "auc_from_counts",
     "bin_components",
@@ -39,6 +40,11 @@ DEFAULT_BINS = 2000
 
 MIN_BINS = 1000
 """Fewer bins merge too many scores into ties for the pooled AUC to be trusted."""
+
+MIN_NOISY_BINS = 10
+"""Fewest bins of a differentially private histogram (see
+:mod:`fedbone.evaluation.private_validation`): noise is added to every bin, so
+a private histogram is coarse on purpose, and its AUC is that of the bins."""
 
 _SUBJECT = "score histograms"
 
@@ -61,7 +67,8 @@ class ScoreHistograms:
     Parameters
     ----------
     positives, negatives
-        Counts per bin (same length, at least :data:`MIN_BINS`); stored as
+        Counts per bin (same length, at least :data:`MIN_NOISY_BINS`; exact
+        histograms from :func:`score_histograms` have :data:`MIN_BINS`); stored as
         read-only int64 arrays. Add two with ``+`` to pool sites.
 
     Raises
@@ -267,10 +274,10 @@ def bin_components(
     return v10, v01
 
 
-def _too_few_bins(bins: object) -> Problem:
+def _too_few_bins(bins: object, minimum: int = MIN_BINS) -> Problem:
     return Problem(
         "too-few-bins",
-        f"{bins!r} bins; use an integer of at least {MIN_BINS} (default "
+        f"{bins!r} bins; use an integer of at least {minimum} (default "
         f"{DEFAULT_BINS}) so binning barely changes the AUC",
     )
 
@@ -308,6 +315,6 @@ def _shape_problems(
                 "bins; both classes must use the same bins",
             )
         ]
-    if positives.size < MIN_BINS:
-        return [_too_few_bins(positives.size)]
+    if positives.size < MIN_NOISY_BINS:
+        return [_too_few_bins(positives.size, MIN_NOISY_BINS)]
     return []

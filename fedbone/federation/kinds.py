@@ -125,6 +125,9 @@ class ValueRule(StrEnum):
     """Metrics: non-negative int counts; small cells are suppressed."""
     HISTOGRAMS = "histograms"
     """Metrics: list[int] bin counts with at least the guard's minimum of bins."""
+    NOISY_HISTOGRAMS = "noisy-histograms"
+    """Metrics: list[int] non-negative bin counts of a differentially private
+    histogram (coarse on purpose: at least ``MIN_NOISY_BINS`` bins)."""
     SHORT_STRINGS = "short-strings"
     """Config: short str values (identifiers and hashes)."""
     AUDITED_IMAGES = "audited-images"
@@ -232,6 +235,8 @@ _VALIDATION_METRICS = frozenset(
     }
 )
 _DELONG_KEYS = frozenset({"difference", "se", "z", "p-value"})
+PRIVACY_KEYS = frozenset({"statistics-epsilon", "epsilon-spent", "delta-spent"})
+"""What a site says of its budget with a noisy statistic release."""
 _GAN_TRAIN_METRICS = frozenset(
     {"d-loss", "g-loss", "ada-p", "images-seen", "steps", "n-real", "dp-epsilon"}
 )
@@ -395,6 +400,18 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                     RecordType.METRICS,
                     ValueRule.SITE_METRICS,
                     _DELONG_KEYS,
+                ),
+                RecordSpec(
+                    "noisy-histograms-{model}",
+                    RecordType.METRICS,
+                    ValueRule.NOISY_HISTOGRAMS,
+                    frozenset({"positives", "negatives"}),
+                ),
+                RecordSpec(
+                    "privacy",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    PRIVACY_KEYS,
                 ),
             ),
         ),

@@ -16,6 +16,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedbone.errors import Problem
+from fedbone.evaluation.histograms import MIN_NOISY_BINS
 from fedbone.federation.kinds import (
     CONFIG_RECORD,
     MODEL_RECORD_PREFIX,
@@ -200,7 +201,9 @@ def _check_metric_value(
     if rule is ValueRule.DENSITY_GRID:
         return density_grid_problems(where, key, value, limits.small_cell_threshold)
     min_bins = limits.min_histogram_bins
-    if rule is ValueRule.HISTOGRAMS:
+    if rule is ValueRule.NOISY_HISTOGRAMS:
+        min_bins = MIN_NOISY_BINS
+    if rule in (ValueRule.HISTOGRAMS, ValueRule.NOISY_HISTOGRAMS):
         if not isinstance(value, list):
             return [
                 Problem(

@@ -21,6 +21,7 @@ from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
 
 from fedbone.errors import Problem, ProblemsError
 from fedbone.evaluation import ScoreHistograms
+from fedbone.evaluation.private_validation import DpStatisticsSpec
 from fedbone.federation.kinds import MODEL_RECORD_PREFIX
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.models import Architecture, ClassifierSpec, Norm
@@ -38,7 +39,9 @@ __all__ = [
     "config_int",
     "config_str",
     "config_strs",
+    "dp_gan_from",
     "dp_round_from",
+    "dp_statistics_from",
     "local_state_from",
     "local_state_to",
     "metric_floats",
@@ -282,6 +285,18 @@ def dp_round_from(config: ConfigRecord) -> DpRoundSpec | None:
         max_grad_norm=config_float(config, "dp-max-grad-norm", 1.0),
         clipping=config_str(config, "dp-clipping"),
         rounds=config_int(config, "rounds", 1),
+    )
+
+
+def dp_statistics_from(config: ConfigRecord) -> DpStatisticsSpec | None:
+    """Return the study's noisy-statistics request for validation, if any."""
+    epsilon = config_float(config, "dp-stat-epsilon", 0.0)
+    if epsilon <= 0:
+        return None
+    return DpStatisticsSpec(
+        epsilon=epsilon,
+        bins=config_int(config, "dp-stat-bins", 20),
+        max_scans_per_patient=config_int(config, "dp-stat-max-scans", 1),
     )
 
 

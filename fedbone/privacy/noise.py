@@ -21,6 +21,14 @@ Mechanisms
 
 Both round the noisy counts and clip them at 0: post-processing, so the DP
 guarantee is unchanged, and the receiver gets plausible counts.
+
+Histograms whose statistic depends on every bin (an AUC, a ROC curve) need
+more care: clipping each noisy bin at 0 turns the noise of every empty bin
+into spurious counts (with 1000 bins and ε = 1 the AUC of a 60/300 site
+drops by about 0.28). :func:`laplace_histogram` instead projects the noisy
+*cumulative* counts onto non-decreasing, non-negative sequences (isotonic
+regression) and differences them: still post-processing, nearly unbiased
+(≈ 0.01 AUC with 20 bins at ε = 1), and the counts stay non-negative.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import brentq
+from scipy.optimize import brentq, isotonic_regression
 from scipy.special import log_ndtr
 
 from fedbone.errors import Problem
@@ -41,6 +49,7 @@ __all__ = [
     "gaussian_counts",
     "gaussian_delta",
     "laplace_counts",
+    "laplace_histogram",
 ]
 
 HISTOGRAM_SENSITIVITY = 1.0
@@ -76,6 +85,47 @@ def laplace_counts(
     values = _checked(counts, epsilon, None, sensitivity)
     noisy = values + rng.laplace(0.0, sensitivity / epsilon, size=values.shape)
     return _as_counts(noisy)
+
+
+def laplace_histogram(
+    counts: npt.ArrayLike,
+    epsilon: float,
+    sensitivity: float,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.int64]:
+    """Release a 1-D histogram with Laplace noise, made consistent: ε-DP.
+
+    Each bin gets Laplace noise of scale ``Δ₁ / ε``; the noisy cumulative
+    counts are then replaced by their closest non-decreasing, non-negative
+    sequence (isotonic regression), rounded and differenced back into bins.
+    The projection only uses the noisy values (post-processing).
+
+    Parameters
+    ----------
+    counts
+        Non-negative bin counts, 1-D.
+    epsilon
+        Privacy loss ε of this release; > 0.
+    sensitivity
+        L1 sensitivity Δ₁ of the histogram; see :data:`HISTOGRAM_SENSITIVITY`.
+    rng
+        Source of randomness.
+
+    Returns
+    -------
+    numpy.ndarray
+        Noisy non-negative int counts, one per bin.
+    """
+    values = _checked(counts, epsilon, None, sensitivity)
+    if values.ndim != 1:
+        raise PrivacyError(
+            _SUBJECT,
+            [Problem("not-a-histogram", f"expected 1-D counts, got {values.shape}")],
+        )
+    noisy = values + rng.laplace(0.0, sensitivity / epsilon, size=values.shape)
+    cumulative = isotonic_regression(np.cumsum(noisy)).x
+    cumulative = np.maximum(np.round(cumulative), 0.0).astype(np.int64)
+    return np.diff(cumulative, prepend=0)
 
 
 def gaussian_counts(

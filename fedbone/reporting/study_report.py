@@ -158,6 +158,57 @@ def _summary_block(
     return "\n".join(lines)
 
 
+def _figure(spent: Mapping[str, float], key: str, form: str) -> str:
+    value = spent.get(key)
+    return "-" if value is None else format(value, form)
+
+
+_PRIVACY_COLUMNS = [
+    "site",
+    "DP-SGD epsilon",
+    "DP-SGD delta",
+    "noise multiplier",
+    "statistics epsilon",
+    "ledger total epsilon",
+]
+
+
+def _privacy_section(report: StudyReport) -> list[str]:
+    """The per-site privacy table: DP-SGD, noisy statistics, refusals."""
+    rows = [
+        {
+            "site": site,
+            "DP-SGD epsilon": _figure(spent, "epsilon", ".3f"),
+            "DP-SGD delta": _figure(spent, "delta", ".2e"),
+            "noise multiplier": _figure(spent, "noise-multiplier", ".3g"),
+            "statistics epsilon": _figure(spent, "statistics-epsilon", ".3f"),
+            "ledger total epsilon": _figure(spent, "epsilon-total", ".3f"),
+        }
+        for site, spent in sorted(report.privacy.items())
+    ]
+    rows += [
+        {
+            "site": r["site"],
+            "DP-SGD epsilon": "refused: budget exhausted",
+            "DP-SGD delta": r.get("model", ""),
+            "noise multiplier": f"round {r['round']}" if "round" in r else "",
+            "statistics epsilon": "",
+            "ledger total epsilon": "",
+        }
+        for r in report.budget_refusals
+    ]
+    return [
+        "<h2>Differential privacy (each site's ledger)</h2>",
+        _table(rows, _PRIVACY_COLUMNS),
+        '<p class="note">DP-SGD epsilon is the site\'s total over every DP-SGD '
+        "release it made (all models and rounds, composed in Renyi DP by its "
+        "ledger), at the site's delta. Statistics epsilon is the noisy validation "
+        "histograms' (Laplace, pure epsilon); without dp.statistics validation "
+        "figures are exact and outside epsilon. The ledger total adds every "
+        "stream.</p>",
+    ]
+
+
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
@@ -324,35 +375,8 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         sweep=study_ratio_sweep(report),
     ):
         sections.append(_render(section))
-    if report.privacy:
-        sections += [
-            "<h2>Differential privacy (each site's ledger)</h2>",
-            _table(
-                [
-                    {
-                        "site": site,
-                        "epsilon": f"{spent['epsilon']:.3f}",
-                        "delta": f"{spent['delta']:.2e}",
-                        "noise multiplier": f"{spent['noise-multiplier']:.3g}",
-                    }
-                    for site, spent in sorted(report.privacy.items())
-                ]
-                + [
-                    {
-                        "site": r["site"],
-                        "epsilon": "refused: budget exhausted",
-                        "delta": r["model"],
-                        "noise multiplier": f"round {r['round']}",
-                    }
-                    for r in report.budget_refusals
-                ],
-                ["site", "epsilon", "delta", "noise multiplier"],
-            ),
-            '<p class="note">epsilon is the site\'s total over every DP-SGD '
-            "release it made (all models and rounds, composed in Renyi DP by its "
-            "ledger), at the site's delta. Validation statistics are not noised."
-            "</p>",
-        ]
+    if report.privacy or report.budget_refusals:
+        sections += _privacy_section(report)
     if report.rejected or report.site_errors:
         sections += [
             "<h2>Rejected updates and site errors</h2>",

@@ -7,11 +7,17 @@ score histograms; the pooled paired DeLong test of the federated model against
 each baseline takes a second exchange in which sites return only sums of their
 patients' structural components against the pooled distributions. No score of
 any patient leaves a site.
+
+Under the study's ``dp.statistics`` each site sends only noisy histograms
+(charged to its privacy ledger); its per-site figures are computed here from
+them, and the paired DeLong tests, which would need further exact releases,
+are not run.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
@@ -52,17 +58,48 @@ def comparison_pairs(model_names: list[str]) -> list[tuple[str, str]]:
 
 def _validate_config(run: StudyRun, pairs: list[tuple[str, str]]) -> ConfigRecord:
     v = run.study.validation
-    return run.config(
-        "validate",
-        {
-            "split": v.split,
-            "bins": v.bins,
-            "n-bootstrap": v.n_bootstrap,
-            "threshold": v.threshold,
-            "models": list(run.models),
-            "pairs": [f"{a}|{b}" for a, b in pairs],
-        },
+    values: dict[str, Any] = {
+        "split": v.split,
+        "bins": v.bins,
+        "n-bootstrap": v.n_bootstrap,
+        "threshold": v.threshold,
+        "models": list(run.models),
+        "pairs": [f"{a}|{b}" for a, b in pairs],
+    }
+    if run.study.dp.statistics is not None:
+        values.update(run.study.dp.statistics.to_config())
+    return run.config("validate", values)
+
+
+def _histograms(record: Any) -> ScoreHistograms:
+    return ScoreHistograms.from_dict(
+        {"positives": record["positives"], "negatives": record["negatives"]}
     )
+
+
+def _private_site_row(
+    site: str, name: str, histograms: ScoreHistograms, threshold: float
+) -> dict[str, Any]:
+    """Per-site figures from a site's noisy histograms (post-processing)."""
+    roc = pooled_roc([histograms], threshold=threshold)
+    return {
+        "site": site,
+        "model": name,
+        "n": roc.n_positive + roc.n_negative,
+        "n-pos": roc.n_positive,
+        "n-neg": roc.n_negative,
+        "auc": roc.auc,
+        "auc-low": roc.auc_ci.low,
+        "auc-high": roc.auc_ci.high,
+        # Intervals for these would need exact counts; the noisy ones give
+        # the point values only.
+        "sensitivity": roc.sensitivity_at,
+        "sensitivity-low": math.nan,
+        "sensitivity-high": math.nan,
+        "specificity": roc.specificity_at,
+        "specificity-low": math.nan,
+        "specificity-high": math.nan,
+    }
 
 
 def run_validate(run: StudyRun) -> None:
@@ -74,22 +111,33 @@ def run_validate(run: StudyRun) -> None:
         content[f"model-{name}"] = arrays_to_record(arrays)
     replies = run.query("validate", run.all_nodes, content)
 
+    private = run.study.dp.statistics is not None
     per_site: list[dict[str, Any]] = []
     by_node: dict[int, dict[str, ScoreHistograms]] = {}
     site_pairs: list[dict[str, Any]] = []
+    spent: dict[str, dict[str, float]] = {}
     for reply in replies:
         site = run.site_of(reply.metadata.src_node_id)
         records = reply.content.metric_records
+        node_histograms = by_node.setdefault(reply.metadata.src_node_id, {})
+        if private:
+            spent[site] = metric_floats(records["privacy"])
+            for name in names:
+                node_histograms[name] = _histograms(records[f"noisy-histograms-{name}"])
+                per_site.append(
+                    _private_site_row(
+                        site,
+                        name,
+                        node_histograms[name],
+                        run.study.validation.threshold,
+                    )
+                )
+            continue
         for name in names:
             row: dict[str, Any] = {"site": site, "model": name}
             row.update(metric_floats(records[f"metrics-{name}"]))
             per_site.append(row)
-            hist = records[f"histograms-{name}"]
-            by_node.setdefault(reply.metadata.src_node_id, {})[name] = (
-                ScoreHistograms.from_dict(
-                    {"positives": hist["positives"], "negatives": hist["negatives"]}
-                )
-            )
+            node_histograms[name] = _histograms(records[f"histograms-{name}"])
         for a, b in pairs:
             key = f"paired-{a}-vs-{b}"
             if key in records:
@@ -101,6 +149,9 @@ def run_validate(run: StudyRun) -> None:
     external = [n for n in answered if run.sites[n].role == "validate-only"]
     scopes = {"pooled": answered, "external": external}
     results: dict[str, Any] = {"per_site": per_site, "site_pairs": site_pairs}
+    if private:
+        results["dp_statistics"] = spent
+        _record_statistics_spending(run, spent)
     for scope, nodes in scopes.items():
         if not nodes:
             continue
@@ -109,11 +160,28 @@ def run_validate(run: StudyRun) -> None:
         results[f"pooled{suffix}"] = {
             name: pooled_roc(histograms[name]) for name in names
         }
-        results[f"pooled_pairs{suffix}"] = _pooled_comparisons(
-            run, pairs, histograms, nodes
+        results[f"pooled_pairs{suffix}"] = (
+            [] if private else _pooled_comparisons(run, pairs, histograms, nodes)
         )
         _log_pooled(scope, results[f"pooled{suffix}"])
     run.results["validation"] = results
+
+
+def _record_statistics_spending(
+    run: StudyRun, spent: dict[str, dict[str, float]]
+) -> None:
+    """Add each site's statistics ε and ledger total to the study's privacy table."""
+    logger.info(
+        "validation released noisy histograms only (dp.statistics); paired "
+        "DeLong tests are not run under DP statistics"
+    )
+    privacy = run.results.setdefault("privacy", {})
+    for site, values in spent.items():
+        row = privacy.setdefault(site, {})
+        row["statistics-epsilon"] = values["statistics-epsilon"]
+        row["epsilon-total"] = values["epsilon-spent"]
+        row["delta-total"] = values["delta-spent"]
+    run.write_json("privacy.json", privacy)
 
 
 def _log_pooled(scope: str, pooled: dict[str, Any]) -> None:

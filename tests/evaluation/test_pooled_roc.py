@@ -98,7 +98,7 @@ def test_malformed_histograms_are_refused() -> None:
     with pytest.raises(EvaluationError) as uneven:
         ScoreHistograms.from_dict({"positives": good, "negatives": good[:-1]})
     with pytest.raises(EvaluationError) as coarse:
-        ScoreHistograms.from_dict({"positives": [1] * 10, "negatives": [1] * 10})
+        ScoreHistograms.from_dict({"positives": [1] * 5, "negatives": [1] * 5})
 
     # Assert
     assert bad_counts.value.codes == ["bad-counts"]

@@ -3,7 +3,9 @@
 A and B train the federated model and their local baselines with DP-SGD under
 a site budget that covers the federated model but not both: the second model
 each site is asked for is refused (budget-exceeded), reported, and the study
-carries on (``on_budget_exhausted: continue``).
+carries on (``on_budget_exhausted: continue``). Validation runs under
+``dp.statistics``: every site sends only noisy histograms, charged to its
+ledger, and the server computes the per-site figures from them.
 """
 
 import json
@@ -14,7 +16,8 @@ import yaml
 
 from fedbone.config import load_site_config
 from fedbone.federation.egress import EgressLog
-from fedbone.privacy.site_spending import open_site_ledger
+from fedbone.privacy.site_spending import SGD_STREAM, open_site_ledger
+from fedbone.privacy.statistic_spending import STATISTICS_STREAM
 from fedbone.study_config import load_study_config
 from server.simulation import simulate_study
 
@@ -38,6 +41,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         },
         "dp": {
             "classifier": {"noise_multiplier": 1.0, "clipping": "hooks"},
+            "statistics": {"epsilon": 0.5},
             "on_budget_exhausted": "continue",
         },
         "validation": {"n_bootstrap": 50},
@@ -66,12 +70,14 @@ def test_each_site_reports_its_epsilon_within_its_budget(
 
     privacy = json.loads((run_dir / "privacy.json").read_text())
 
-    assert set(privacy) == {"A", "B"}
-    for site, spent in privacy.items():
+    assert {"A", "B"} <= set(privacy)
+    for site in "AB":
         config = load_site_config(sites / f"site-{site}" / "site.yaml")
         ledger = open_site_ledger(config, n_training=1)
-        assert 0 < spent["epsilon"] <= 4.0
-        assert ledger.spent().epsilon == pytest.approx(spent["epsilon"])
+        spent = ledger.spent()
+        assert 0 < privacy[site]["epsilon"] <= spent.epsilon <= 4.0
+        sgd = spent.per_stream[SGD_STREAM].epsilon
+        assert sgd == pytest.approx(privacy[site]["epsilon"])
         assert ledger.verify()
 
 
@@ -100,4 +106,28 @@ def test_no_site_released_weights_without_recording_them(
         config = load_site_config(sites / f"site-{site}" / "site.yaml")
         recorded = open_site_ledger(config, n_training=1).entries()
         released = [e for e in log if e["kind"] == "train" and e["verdict"] == "passed"]
-        assert len(released) == len(recorded) > 0
+        weights = [e for e in recorded if e.stream == SGD_STREAM]
+        assert len(released) == len(weights) > 0
+
+
+def test_validation_released_only_noisy_histograms_charged_to_ledgers(
+    finished: tuple[Path, Path],
+) -> None:
+    run_dir, sites = finished
+
+    results = json.loads((run_dir / "results.json").read_text())
+    privacy = results["privacy"]
+
+    answered = {row["site"] for row in results["per_site"]}
+    assert "C" in answered and results["pooled"]["federated"]["n_positive"] >= 0
+    for site in answered:
+        config = load_site_config(sites / f"site-{site}" / "site.yaml")
+        ledger = open_site_ledger(config, n_training=1)
+        statistics = [e for e in ledger.entries() if e.stream == STATISTICS_STREAM]
+        assert [e.mechanism for e in statistics] == ["laplace"]
+        assert statistics[0].epsilon == pytest.approx(0.5)
+        assert privacy[site]["epsilon-total"] == pytest.approx(ledger.spent().epsilon)
+        log = EgressLog(sites / f"site-{site}" / "egress-log.jsonl").entries()
+        validate = [e for e in log if e["kind"] == "query.validate"]
+        assert [e["verdict"] for e in validate] == ["passed"]
+    assert not any(key.startswith("pooled_pairs") and results.get(key) for key in results)
