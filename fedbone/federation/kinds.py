@@ -32,6 +32,8 @@ __all__ = [
     "PHASE_SYNTHESIZE",
     "PHASE_TRAIN",
     "PHASE_VALIDATE",
+    "PRIVACY_KEYS",
+    "PRIVACY_RECORD",
     "QUERY_CENSUS",
     "QUERY_CROSS_AUDIT",
     "QUERY_GAN_TRAIN",
@@ -235,6 +237,7 @@ _VALIDATION_METRICS = frozenset(
     }
 )
 _DELONG_KEYS = frozenset({"difference", "se", "z", "p-value"})
+PRIVACY_RECORD = "privacy"
 PRIVACY_KEYS = frozenset({"statistics-epsilon", "epsilon-spent", "delta-spent"})
 """What a site says of its budget with a noisy statistic release."""
 _GAN_TRAIN_METRICS = frozenset(
@@ -408,7 +411,7 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                     frozenset({"positives", "negatives"}),
                 ),
                 RecordSpec(
-                    "privacy",
+                    PRIVACY_RECORD,
                     RecordType.METRICS,
                     ValueRule.SCALARS,
                     PRIVACY_KEYS,

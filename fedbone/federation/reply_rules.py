@@ -20,6 +20,8 @@ from fedbone.evaluation.histograms import MIN_NOISY_BINS
 from fedbone.federation.kinds import (
     CONFIG_RECORD,
     MODEL_RECORD_PREFIX,
+    PRIVACY_RECORD,
+    QUERY_VALIDATE,
     REPLY_SPECS,
     SUPPRESSED_RECORD,
     SYNTHETIC_RECORD,
@@ -63,6 +65,8 @@ class RequestSnapshot:
         Signature of each ArrayRecord the request carried, by record name.
     models
         The ``<name>`` of every ``model-<name>`` record in the request.
+    private_statistics
+        Whether the request asked for noisy statistics (``dp-stat-epsilon``).
     """
 
     kind: str
@@ -71,6 +75,7 @@ class RequestSnapshot:
     phase: str
     arrays: Mapping[str, Mapping[str, ArraySignature]]
     models: frozenset[str]
+    private_statistics: bool = False
 
     @classmethod
     def of(cls, message: Message) -> RequestSnapshot:
@@ -91,7 +96,55 @@ class RequestSnapshot:
                 for name in content
                 if name.startswith(MODEL_RECORD_PREFIX)
             ),
+            private_statistics=_positive(config.get("dp-stat-epsilon", 0.0)),
         )
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+#: The records a validation reply under ``dp.statistics`` consists of.
+_NOISY_RECORDS = ("noisy-histograms-", PRIVACY_RECORD)
+
+
+def _statistics_mode_problems(
+    request: RequestSnapshot, content: RecordDict
+) -> list[Problem]:
+    """Exact and noisy validation records must not mix, nor come unasked."""
+    if request.kind != QUERY_VALIDATE:
+        return []
+    noisy = [n for n in content if n.startswith(_NOISY_RECORDS)]
+    exact = [n for n in content if not n.startswith(_NOISY_RECORDS)]
+    if not request.private_statistics:
+        return [
+            Problem(
+                "noisy-without-request",
+                "the request did not ask for noisy statistics (dp.statistics); "
+                "send the exact validation records",
+                name,
+            )
+            for name in noisy
+        ]
+    problems = [
+        Problem(
+            "exact-statistic-under-dp",
+            "the request asked for noisy statistics only (dp.statistics); an "
+            "exact record would void their differential privacy",
+            name,
+        )
+        for name in exact
+    ]
+    if PRIVACY_RECORD not in content:
+        problems.append(
+            Problem(
+                "missing-privacy-record",
+                "a noisy-statistics reply must say what the site spent "
+                f"(a {PRIVACY_RECORD!r} record)",
+                PRIVACY_RECORD,
+            )
+        )
+    return problems
 
 
 def _describe(signature: ArraySignature) -> str:
@@ -374,4 +427,4 @@ def reply_problems(
             None,
         )
         problems += _check_record(name, record, record_spec, request, limits)
-    return problems
+    return problems + _statistics_mode_problems(request, content)

@@ -133,7 +133,22 @@ class PlannedRelease:
     steps: int
 
     def commit(self, *, run: str, phase: str, kind: str) -> LedgerEntry:
-        """Append the release to the ledger (call before the reply leaves)."""
+        """Append the release to the ledger (call before the reply leaves).
+
+        The stream's history is read again now: if another release was
+        committed since the plan, this one is composed after it (the ledger
+        checks the budget once more as it appends).
+
+        Raises
+        ------
+        BudgetExceeded
+            When releases committed since the plan leave no room for this one.
+        """
+        now = sgd_history(self.ledger.entries())
+        epsilon = self.epsilon
+        if now != self.before:
+            after = now.extended(self.noise_multiplier, self.sample_rate, self.steps)
+            epsilon = after.epsilon(self.delta)
         details: dict[str, Any] = {
             "noise_multiplier": self.noise_multiplier,
             "sample_rate": self.sample_rate,
@@ -145,7 +160,7 @@ class PlannedRelease:
             kind=kind,
             mechanism=_MECHANISM,
             stream=SGD_STREAM,
-            stream_epsilon=self.epsilon,
+            stream_epsilon=epsilon,
             delta=self.delta,
             details=details,
         )

@@ -50,17 +50,33 @@ class PlannedStatisticRelease:
     details: dict[str, Any] = field(default_factory=dict)
 
     def commit(self, *, run: str, phase: str, kind: str) -> LedgerEntry:
-        """Append the release to the ledger (call before the reply leaves)."""
+        """Append the release to the ledger (call before the reply leaves).
+
+        The stream's total is read again now, so a release committed by
+        another request since the plan is not overwritten; the ledger checks
+        the budget once more as it appends.
+
+        Raises
+        ------
+        BudgetExceeded
+            When releases committed since the plan leave no room for this one.
+        """
         return self.ledger.record(
             run=run,
             phase=phase,
             kind=kind,
             mechanism=_MECHANISM,
             stream=STATISTICS_STREAM,
-            stream_epsilon=self.stream_epsilon,
+            stream_epsilon=_stream_epsilon(self.ledger) + self.epsilon,
             delta=0.0,
             details=self.details,
         )
+
+
+def _stream_epsilon(ledger: PrivacyLedger) -> float:
+    """Return the ``statistics`` stream's ε so far."""
+    spent = ledger.spent().per_stream.get(STATISTICS_STREAM)
+    return spent.epsilon if spent is not None else 0.0
 
 
 def plan_statistic_release(
@@ -95,7 +111,6 @@ def plan_statistic_release(
                 )
             ],
         )
-    before = ledger.spent().per_stream.get(STATISTICS_STREAM)
-    stream_epsilon = (before.epsilon if before is not None else 0.0) + epsilon
+    stream_epsilon = _stream_epsilon(ledger) + epsilon
     ledger.check(STATISTICS_STREAM, stream_epsilon, 0.0)
     return PlannedStatisticRelease(ledger, epsilon, stream_epsilon, dict(details or {}))

@@ -174,7 +174,7 @@ _PRIVACY_COLUMNS = [
 
 
 def _privacy_section(report: StudyReport) -> list[str]:
-    """The per-site privacy table: DP-SGD, noisy statistics, refusals."""
+    """Return the per-site privacy table: DP-SGD, noisy statistics, refusals."""
     rows = [
         {
             "site": site,

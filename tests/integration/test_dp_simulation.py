@@ -130,4 +130,6 @@ def test_validation_released_only_noisy_histograms_charged_to_ledgers(
         log = EgressLog(sites / f"site-{site}" / "egress-log.jsonl").entries()
         validate = [e for e in log if e["kind"] == "query.validate"]
         assert [e["verdict"] for e in validate] == ["passed"]
-    assert not any(key.startswith("pooled_pairs") and results.get(key) for key in results)
+    assert not any(
+        key.startswith("pooled_pairs") and results.get(key) for key in results
+    )

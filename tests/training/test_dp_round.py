@@ -18,6 +18,7 @@ from fedbone.privacy.ledger import PrivacyLedger
 from fedbone.privacy.site_spending import (
     SGD_STREAM,
     open_site_ledger,
+    plan_sgd_release,
     refuse_without_dp,
     sgd_history,
 )
@@ -123,3 +124,19 @@ def test_dp_training_needs_a_site_budget(tmp_path: Path) -> None:
     assert caught.value.codes == ["no-privacy-budget"]
     ledger = open_site_ledger(_site(tmp_path, 8.0), n_training=100)
     assert ledger.budget.delta == pytest.approx(1e-3)
+
+
+def test_two_plans_open_at_once_compose_when_committed(tmp_path: Path) -> None:
+    # Prepare: two DP-SGD releases planned before either committed
+    ledger = PrivacyLedger(tmp_path / "ledger.jsonl", PrivacyBudget(50.0, 1e-3))
+    first = plan_sgd_release(ledger, 1.0, 0.1, 20)
+    second = plan_sgd_release(ledger, 1.0, 0.1, 20)
+    both = plan_sgd_release(ledger, 1.0, 0.1, 20).after.extended(1.0, 0.1, 20)
+
+    # Execute
+    first.commit(run="r", phase="train", kind="classifier-round")
+    entry = second.commit(run="r", phase="train", kind="classifier-round")
+
+    # Assert: the second is charged on top of the first, not over the same start
+    assert entry.stream_epsilon == pytest.approx(both.epsilon(1e-3))
+    assert entry.stream_epsilon > first.epsilon
