@@ -41,7 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Channels of the small CNN's conv-norm-ReLU-pool blocks (about 100k weights).
-SMALL_CNN_WIDTHS = (16, 32, 64, 128)
+SMALL_CNN_WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
 # Eight groups divide every channel count of the supported networks (DenseNet
 # grows by 32, ResNets use multiples of 64, EfficientNet-B0 multiples of 8).
 _GROUPS = 8
