@@ -163,7 +163,11 @@ class ScoreHistograms:
 
 
 def score_histograms(
-    labels: npt.ArrayLike, scores: npt.ArrayLike, *, bins: int = DEFAULT_BINS
+    labels: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    *,
+    bins: int = DEFAULT_BINS,
+    min_bins: int = MIN_BINS,
 ) -> ScoreHistograms:
     """Per-class histograms of one model's scores at one site.
 
@@ -174,8 +178,12 @@ def score_histograms(
     scores
         Probabilities in [0, 1].
     bins
-        Number of equal-width bins, at least :data:`MIN_BINS`; every site and
-        the server must use the same number.
+        Number of equal-width bins, at least ``min_bins``; every site and the
+        server must use the same number.
+    min_bins
+        Fewest bins allowed: :data:`MIN_BINS` for exact histograms; a private
+        histogram, which is noised afterwards, may go down to
+        :data:`MIN_NOISY_BINS`.
 
     Returns
     -------
@@ -191,8 +199,10 @@ def score_histograms(
     positive, checked = check_binary_inputs(
         "score_histograms", labels, {"scores": scores}, unit_interval=True
     )
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < MIN_BINS:
-        EvaluationError.raise_if_any("score_histograms", [_too_few_bins(bins)])
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < min_bins:
+        EvaluationError.raise_if_any(
+            "score_histograms", [_too_few_bins(bins, min_bins)]
+        )
     found = bin_indices(checked["scores"], bins)
     return ScoreHistograms(
         np.bincount(found[positive], minlength=bins),

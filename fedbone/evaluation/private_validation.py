@@ -40,13 +40,17 @@ import numpy as np
 from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
 from fedbone.evaluation.errors import EvaluationError
-from fedbone.evaluation.histograms import MIN_NOISY_BINS, ScoreHistograms, bin_indices
-from fedbone.models import ClassifierSpec, build_classifier
+from fedbone.evaluation.histograms import (
+    MIN_NOISY_BINS,
+    ScoreHistograms,
+    score_histograms,
+)
+from fedbone.evaluation.site_validation import score_models
+from fedbone.models import ClassifierSpec
 from fedbone.privacy.ledger import PrivacyLedger
 from fedbone.privacy.noise import laplace_histogram
 from fedbone.privacy.statistic_spending import plan_statistic_release
-from fedbone.training.local import labelled_rows, predict
-from fedbone.training.parameters import load_arrays
+from fedbone.training.local import labelled_rows
 
 __all__ = [
     "DpStatisticsSpec",
@@ -163,18 +167,13 @@ def noisy_histograms(
     rng
         Noise source.
     """
-    found = bin_indices(np.asarray(scores, dtype=np.float64), bins)
-    positive = np.asarray(labels) == 1
-    exact = (
-        np.bincount(found[positive], minlength=bins),
-        np.bincount(found[~positive], minlength=bins),
-    )
+    exact = score_histograms(labels, scores, bins=bins, min_bins=MIN_NOISY_BINS)
     # A patient's bounded scans change the two histograms together by at most
     # ``sensitivity`` counts in L1, so noising every bin of both at that scale
     # makes the pair epsilon-DP.
     return ScoreHistograms(
-        laplace_histogram(exact[0], epsilon, sensitivity, rng),
-        laplace_histogram(exact[1], epsilon, sensitivity, rng),
+        laplace_histogram(exact.positives, epsilon, sensitivity, rng),
+        laplace_histogram(exact.negatives, epsilon, sensitivity, rng),
     )
 
 
@@ -214,25 +213,22 @@ def private_histograms(
         mapping is ``dp.epsilon``-DP.
     """
     rng = rng or np.random.default_rng(secrets.randbits(128))
-    positions, labels = labelled_rows(cache, task, split)
+    positions, _ = labelled_rows(cache, task, split)
+    labels, scores = score_models(cache, task, spec, models, split)
     patients = [record.patient_id for record in cache.index]
     keep = bounded_positions(patients, positions, dp.max_scans_per_patient)
-    positions, labels = positions[keep], labels[keep].astype(np.int64)
     per_model = dp.epsilon_per_model(len(models))
-    released: dict[str, ScoreHistograms] = {}
-    for name, arrays in models.items():
-        model = build_classifier(spec)
-        load_arrays(model, arrays)
-        scores = predict(model, cache, positions)
-        released[name] = noisy_histograms(
-            labels,
-            scores,
+    return {
+        name: noisy_histograms(
+            labels[keep],
+            model_scores[keep],
             bins=dp.bins,
             epsilon=per_model,
             sensitivity=float(dp.max_scans_per_patient),
             rng=rng,
         )
-    return released
+        for name, model_scores in scores.items()
+    }
 
 
 @dataclass(frozen=True)
