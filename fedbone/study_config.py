@@ -20,6 +20,7 @@ from typing import Any
 from fedbone.config import read_yaml, require_mapping
 from fedbone.errors import ConfigError
 from fedbone.settings_reader import StudyCollector
+from fedbone.study_outcomes import OUTCOME_KEYS, OutcomeSettings, read_outcomes
 from fedbone.study_privacy import DP_SECTIONS, DpSettings, read_dp
 from fedbone.study_synthetic import (
     SYNTHETIC_SECTIONS,
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 #: Phases this version runs, in the only order they may appear.
-PHASES = ("census", "gan", "synthesize", "train", "validate", "report")
+PHASES = ("census", "gan", "synthesize", "train", "validate", "outcomes", "report")
 #: Phases a study runs when its YAML names none: the classifier study.
 DEFAULT_PHASES = ("census", "train", "validate", "report")
 TASKS = ("bm", "ca")
@@ -126,6 +127,8 @@ class SimulationSettings:
     cpus_per_site: float = 1.0
     site_epsilon: float | None = None
     """Privacy budget (total ε) written into every phantom site's config."""
+    outcome_sites: tuple[str, ...] | None = None
+    """Phantom sites whose patients have follow-up; ``None``: the profiles' (D)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class StudyConfig:
         default_factory=SyntheticTrainingSettings
     )
     dp: DpSettings = field(default_factory=DpSettings)
+    outcomes: OutcomeSettings = field(default_factory=OutcomeSettings)
     simulation: SimulationSettings | None = None
     runs_dir: Path = Path("runs")
     source: Path | None = None
@@ -165,7 +169,7 @@ class StudyConfig:
 _STUDY_KEYS = {
     "": {"study", "model", "training", "validation", "simulation", "output"}
     | set(SYNTHETIC_SECTIONS)
-    | {"dp"},
+    | {"dp", "outcomes"},
     **SYNTHETIC_SECTIONS,
     **DP_SECTIONS,
     "study": {"name", "task", "seed", "phases", "baselines"},
@@ -180,6 +184,7 @@ _STUDY_KEYS = {
     "validation": {f for f in ValidationSettings.__dataclass_fields__},
     "simulation": {f for f in SimulationSettings.__dataclass_fields__},
     "output": {"runs_dir"},
+    "outcomes": OUTCOME_KEYS,
 }
 
 
@@ -284,6 +289,11 @@ def _read_simulation(
         site_epsilon = c.number(
             s, "site_epsilon", "simulation.site_epsilon", 8.0, 1e-3, 1e3
         )
+    outcome_sites = None
+    if s.get("outcome_sites") is not None:
+        outcome_sites = c.subset(
+            s, "outcome_sites", "simulation.outcome_sites", sites, ()
+        )
     return SimulationSettings(
         sites_dir=sites_dir if sites_dir.is_absolute() else base_dir / sites_dir,
         sites=sites,
@@ -300,6 +310,7 @@ def _read_simulation(
             s, "cpus_per_site", "simulation.cpus_per_site", d.cpus_per_site, 0.1, 64
         ),
         site_epsilon=site_epsilon,
+        outcome_sites=outcome_sites,
     )
 
 
@@ -339,6 +350,12 @@ def study_config_from_mapping(
             "study.phases",
             f"phases must keep the order {', '.join(PHASES)}",
         )
+    if "outcomes" in phases and "train" not in phases:
+        c.add(
+            "invalid-value",
+            "study.phases",
+            "phase outcomes groups patients by a model the study trains; add train",
+        )
     output = c.section(raw, "output")
     runs_dir = Path(str(output.get("runs_dir", "runs")))
     model = _read_model(c, raw)
@@ -355,6 +372,7 @@ def study_config_from_mapping(
         synthesis=read_synthesis(c, raw),
         synthetic_training=read_synthetic_training(c, raw),
         dp=read_dp(c, raw, model.norm),
+        outcomes=read_outcomes(c, raw),
         simulation=_read_simulation(c, raw, base_dir),
         runs_dir=runs_dir if runs_dir.is_absolute() else base_dir / runs_dir,
         source=source,

@@ -57,6 +57,7 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
         min_scans=sim.min_scans,
         seed=sim.seed,
         workers=sim.workers,
+        outcome_sites=sim.outcome_sites,
     )
     summaries = []
     for path in configs:

@@ -15,13 +15,28 @@ from flwr.clientapp import ClientApp
 from fedbone.config import SiteConfig
 from fedbone.data.cache import SiteCache
 from fedbone.data.census import take_census
+from fedbone.evaluation.outcome_cohort import (
+    OutcomeCohort,
+    cohort_path,
+    score_outcome_cohort,
+)
+from fedbone.evaluation.outcome_release import cohort_derivatives, outcome_release
+from fedbone.evaluation.private_outcomes import release_noisy_survival_counts
 from fedbone.evaluation.private_validation import (
     DpStatisticsSpec,
     release_private_histograms,
 )
 from fedbone.evaluation.site_validation import paired_components, validate_models
+from fedbone.evaluation.survival_grid import TimeGrid
 from fedbone.federation.egress import egress_mod
 from fedbone.federation.kinds import CONFIG_RECORD, PHASE_GAN, SYNTHETIC_RECORD
+from fedbone.federation.outcome_messages import (
+    COX_DERIVATIVES_RECORD,
+    OutcomeRequest,
+    counts_record,
+    derivatives_record,
+    outcome_reply,
+)
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.federation.site_context import (
     guard_and_log_for,
@@ -33,6 +48,7 @@ from fedbone.federation.study_messages import (
     classifier_spec_from,
     config_bool,
     config_float,
+    config_floats,
     config_int,
     config_str,
     dp_gan_from,
@@ -453,4 +469,78 @@ def cross_audit(message: Message, context: Context) -> Message:
             "audit": metric_record(result.summary),
         }
     )
+    return Message(content, reply_to=message)
+
+
+@app.query("outcomes")
+def outcomes(message: Message, context: Context) -> Message:
+    """Score the outcome cohort with the final model; reply with aggregates.
+
+    The scored cohort stays in the site's work folder for the Cox rounds.
+    """
+    site, config = _request(message, context)
+    request = OutcomeRequest.from_config(config)
+    models = models_from(message.content)
+    (arrays,) = models.values()
+    cohort = score_outcome_cohort(
+        open_site_cache(site),
+        classifier_spec_from(config),
+        arrays,
+        split=request.split,
+        threshold=request.threshold,
+        endpoints=request.endpoints,
+    )
+    cohort.save(cohort_path(site.work_dir, config_str(config, "run-name")))
+    dp = dp_statistics_from(config)
+    releases = outcome_release(
+        cohort,
+        request.endpoints,
+        TimeGrid(request.resolution_days, request.horizon_days),
+        min_patients=site.privacy.small_cell_threshold,
+        ties=request.ties,
+        counts_only=dp is not None,
+    )
+    if dp is None:
+        return Message(RecordDict(dict(outcome_reply(releases))), reply_to=message)
+    ledger = open_site_ledger(site, cohort.n_patients)
+    exact = {e: r.counts for e, r in releases.items() if r.counts is not None}
+    content = RecordDict(dict(outcome_reply(releases, counts=False)))
+    epsilon = 0.0
+    if exact:
+        release = release_noisy_survival_counts(
+            exact,
+            dp,
+            ledger,
+            run=config_str(config, "run-name"),
+            phase=config_str(config, "phase"),
+        )
+        epsilon = release.epsilon
+        for endpoint, counts in release.counts.items():
+            content[f"noisy-survival-{endpoint}"] = counts_record(counts)
+    spent = ledger.spent()
+    content["privacy"] = MetricRecord(
+        {
+            "statistics-epsilon": epsilon,
+            "epsilon-spent": spent.epsilon,
+            "delta-spent": spent.delta,
+        }
+    )
+    return Message(content, reply_to=message)
+
+
+@app.query("outcome_cox")
+def outcome_cox(message: Message, context: Context) -> Message:
+    """One Newton step: this site's stratum's log-likelihood and derivatives."""
+    site, config = _request(message, context)
+    run_name = config_str(config, "run-name")
+    cohort = OutcomeCohort.load(cohort_path(site.work_dir, run_name))
+    derivatives = cohort_derivatives(
+        cohort,
+        config_str(config, "endpoint"),
+        config_str(config, "cox-model"),
+        config_floats(config, "beta"),
+        ties=config_str(config, "ties"),
+        min_patients=site.privacy.small_cell_threshold,
+    )
+    content = RecordDict({COX_DERIVATIVES_RECORD: derivatives_record(derivatives)})
     return Message(content, reply_to=message)

@@ -129,13 +129,16 @@ def ensure_phantom_federation(
     min_scans: int,
     seed: int,
     workers: int,
+    outcome_sites: tuple[str, ...] | None = None,
     progress: bool = False,
 ) -> list[Path]:
     """Return the site configs of a phantom federation, generating missing sites.
 
     A site folder made earlier with the same parameters (recorded in its
     ``phantom.json``) is reused as it is, so repeated simulations start in
-    seconds; one made with other parameters is regenerated.
+    seconds; one made with other parameters is regenerated. ``outcome_sites``
+    names the sites whose patients get follow-up (``None``: as the profiles
+    say, i.e. site D).
     """
     configs = []
     for site in sites:
@@ -147,6 +150,9 @@ def ensure_phantom_federation(
             "seed": seed,
             "spec": spec.fingerprint(),
         }
+        outcomes = None if outcome_sites is None else site in outcome_sites
+        if outcomes is not None:
+            wanted["outcomes"] = outcomes
         record = folder / "phantom.json"
         current = json.loads(record.read_text()) if record.is_file() else None
         if current != wanted:
@@ -161,6 +167,7 @@ def ensure_phantom_federation(
                 min_scans=min_scans,
                 seed=seed,
                 workers=workers,
+                outcomes=outcomes,
                 previews=2,
                 progress=progress,
             )

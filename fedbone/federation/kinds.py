@@ -24,10 +24,14 @@ from itertools import product
 __all__ = [
     "CENSUS_KEYS",
     "CONFIG_RECORD",
+    "COX_DERIVATIVES_KEYS",
     "EVALUATE",
+    "MAX_COX_COVARIATES",
     "MODEL_RECORD_PREFIX",
+    "OUTCOME_STATUS_RECORD",
     "PHASE_CENSUS",
     "PHASE_GAN",
+    "PHASE_OUTCOMES",
     "PHASE_REPORT",
     "PHASE_SYNTHESIZE",
     "PHASE_TRAIN",
@@ -37,6 +41,8 @@ __all__ = [
     "QUERY_CENSUS",
     "QUERY_CROSS_AUDIT",
     "QUERY_GAN_TRAIN",
+    "QUERY_OUTCOMES",
+    "QUERY_OUTCOME_COX",
     "QUERY_PAIRED",
     "QUERY_RECEIVE_SYNTHETIC",
     "QUERY_SYNTHESIZE",
@@ -63,6 +69,7 @@ PHASE_VALIDATE = "validate"
 PHASE_REPORT = "report"
 PHASE_GAN = "gan"
 PHASE_SYNTHESIZE = "synthesize"
+PHASE_OUTCOMES = "outcomes"
 
 TRAIN = "train"
 EVALUATE = "evaluate"
@@ -74,6 +81,8 @@ QUERY_SYNTHESIZE = "query.synthesize"
 QUERY_RECEIVE_SYNTHETIC = "query.receive_synthetic"
 QUERY_UMAP = "query.umap"
 QUERY_CROSS_AUDIT = "query.cross_audit"
+QUERY_OUTCOMES = "query.outcomes"
+QUERY_OUTCOME_COX = "query.outcome_cox"
 
 SYNTHETIC_RECORD = "synthetic"
 """ArrayRecord of released synthetic images (``images``) and their ``class-ids``."""
@@ -142,6 +151,18 @@ class ValueRule(StrEnum):
     VERDICTS = "verdicts"
     """Arrays: ``passed``, a ``(N,)`` uint8 vector of 0/1 -- one verdict per image
     of the request's ``synthetic`` record, nothing else."""
+    SURVIVAL_COUNTS = "survival-counts"
+    """Metrics: a grid (``resolution-days``, ``horizon-days``) and per group
+    ``at-risk-*`` (int, 0 or at least the small-cell threshold) with
+    ``events-*``/``censored-*`` list[int] counts, one per grid interval, that
+    add up to it."""
+    NOISY_SURVIVAL_COUNTS = "noisy-survival-counts"
+    """Metrics: as :attr:`SURVIVAL_COUNTS`, Laplace-noised (so no small-cell
+    rule: the noise protects every count)."""
+    COX_DERIVATIVES = "cox-derivatives"
+    """Metrics: one Cox stratum's ``log-likelihood``, ``gradient`` (list[float]
+    of at most ``MAX_COX_COVARIATES``), ``hessian`` (its square, row-major) and
+    ``num-patients`` (at least the small-cell threshold), ``num-events``."""
     DENSITY_GRID = "density-grid"
     """Metrics: ``grid-*`` lists of int counts over a coarse 2-D grid (a cell of
     a ``grid-real*`` grid holds 0 or at least the small-cell threshold), plus
@@ -282,6 +303,19 @@ _AUDIT_KEYS = frozenset(
     }
 )
 _UMAP_KEYS = frozenset({"grid-real", "grid-synthetic", "{name}"})
+_SURVIVAL_KEYS = frozenset(
+    {"resolution-days", "horizon-days", "at-risk-{name}", "events-{name}"}
+    | {"censored-{name}"}
+)
+_SITE_COX_KEYS = frozenset(
+    {"coef-{name}", "variance-{name}", "num-patients", "num-events"}
+)
+OUTCOME_STATUS_RECORD = "outcome-status"
+"""ConfigRecord of an outcome reply: ``<endpoint>-<part>`` -> status code."""
+COX_DERIVATIVES_KEYS = frozenset(
+    {"log-likelihood", "gradient", "hessian", "num-patients", "num-events"}
+)
+MAX_COX_COVARIATES = 8
 
 REPLY_SPECS: Mapping[str, ReplySpec] = {
     spec.kind: spec
@@ -415,6 +449,58 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                     RecordType.METRICS,
                     ValueRule.SCALARS,
                     PRIVACY_KEYS,
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_OUTCOMES,
+            (
+                RecordSpec(
+                    "survival-{name}",
+                    RecordType.METRICS,
+                    ValueRule.SURVIVAL_COUNTS,
+                    _SURVIVAL_KEYS,
+                ),
+                RecordSpec(
+                    "noisy-survival-{name}",
+                    RecordType.METRICS,
+                    ValueRule.NOISY_SURVIVAL_COUNTS,
+                    _SURVIVAL_KEYS,
+                ),
+                RecordSpec(
+                    "site-cox-{name}",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    _SITE_COX_KEYS,
+                ),
+                RecordSpec(
+                    "ph-{name}",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    frozenset({"statistic-{name}", "p-value-{name}"}),
+                ),
+                RecordSpec(
+                    OUTCOME_STATUS_RECORD,
+                    RecordType.CONFIG,
+                    ValueRule.SHORT_STRINGS,
+                    frozenset({"{name}"}),
+                ),
+                RecordSpec(
+                    PRIVACY_RECORD,
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    PRIVACY_KEYS,
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_OUTCOME_COX,
+            (
+                RecordSpec(
+                    "cox-derivatives",
+                    RecordType.METRICS,
+                    ValueRule.COX_DERIVATIVES,
+                    COX_DERIVATIVES_KEYS,
                 ),
             ),
         ),

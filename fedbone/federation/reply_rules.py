@@ -20,7 +20,9 @@ from fedbone.evaluation.histograms import MIN_NOISY_BINS
 from fedbone.federation.kinds import (
     CONFIG_RECORD,
     MODEL_RECORD_PREFIX,
+    OUTCOME_STATUS_RECORD,
     PRIVACY_RECORD,
+    QUERY_OUTCOMES,
     QUERY_VALIDATE,
     REPLY_SPECS,
     SUPPRESSED_RECORD,
@@ -29,6 +31,10 @@ from fedbone.federation.kinds import (
     RecordType,
     ValueRule,
     template_matches,
+)
+from fedbone.federation.outcome_rules import (
+    cox_derivative_problems,
+    survival_count_problems,
 )
 from fedbone.federation.records import (
     ArraySignature,
@@ -104,24 +110,33 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
-#: The records a validation reply under ``dp.statistics`` consists of.
-_NOISY_RECORDS = ("noisy-histograms-", PRIVACY_RECORD)
+#: Per kind: the records of a reply under ``dp.statistics`` (by prefix), and
+#: those allowed in either mode.
+_NOISY_RECORDS: Mapping[str, tuple[str, ...]] = {
+    QUERY_VALIDATE: ("noisy-histograms-", PRIVACY_RECORD),
+    QUERY_OUTCOMES: ("noisy-survival-", PRIVACY_RECORD),
+}
+_EITHER_MODE: Mapping[str, tuple[str, ...]] = {
+    QUERY_OUTCOMES: (OUTCOME_STATUS_RECORD,),
+}
 
 
 def _statistics_mode_problems(
     request: RequestSnapshot, content: RecordDict
 ) -> list[Problem]:
-    """Exact and noisy validation records must not mix, nor come unasked."""
-    if request.kind != QUERY_VALIDATE:
+    """Exact and noisy statistics must not mix, nor come unasked."""
+    prefixes = _NOISY_RECORDS.get(request.kind)
+    if prefixes is None:
         return []
-    noisy = [n for n in content if n.startswith(_NOISY_RECORDS)]
-    exact = [n for n in content if not n.startswith(_NOISY_RECORDS)]
+    either = _EITHER_MODE.get(request.kind, ())
+    noisy = [n for n in content if n.startswith(prefixes)]
+    exact = [n for n in content if not n.startswith(prefixes) and n not in either]
     if not request.private_statistics:
         return [
             Problem(
                 "noisy-without-request",
                 "the request did not ask for noisy statistics (dp.statistics); "
-                "send the exact validation records",
+                "send the exact records",
                 name,
             )
             for name in noisy
@@ -367,6 +382,17 @@ def _check_record(
             return verdict_problems(name, record, None if images is None else images[0])
         return _check_mirrored_arrays(name, record, request)
     problems = _check_keys(name, record, spec, request.models)
+    if spec.rule in (ValueRule.SURVIVAL_COUNTS, ValueRule.NOISY_SURVIVAL_COUNTS):
+        return problems + survival_count_problems(
+            name,
+            record,
+            small_cell_threshold=limits.small_cell_threshold,
+            noisy=spec.rule is ValueRule.NOISY_SURVIVAL_COUNTS,
+        )
+    if spec.rule is ValueRule.COX_DERIVATIVES:
+        return problems + cox_derivative_problems(
+            name, record, small_cell_threshold=limits.small_cell_threshold
+        )
     for key, value in record.items():
         where = f"{name}/{key}"
         if isinstance(record, MetricRecord):

@@ -14,6 +14,7 @@ value has the type the study protocol gives it, and raise
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "classifier_spec_from",
     "config_bool",
     "config_float",
+    "config_floats",
     "config_int",
     "config_str",
     "config_strs",
@@ -162,6 +164,23 @@ def config_strs(
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _wrong_type(_CONFIG, key, "a list of strings", value)
     return [str(v) for v in value]
+
+
+def config_floats(config: ConfigRecord, key: str) -> list[float]:
+    """Return ``config[key]``, a list of finite numbers.
+
+    Raises
+    ------
+    StudyMessageError
+        When ``key`` is absent or holds anything else.
+    """
+    value = _config_value(config, key, None)
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for v in value
+    ):
+        raise _wrong_type(_CONFIG, key, "a list of finite numbers", value)
+    return [float(v) for v in value]
 
 
 def _metric_scalars(record: MetricRecord) -> dict[str, int | float]:

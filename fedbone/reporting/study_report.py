@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedbone.reporting.outcome_report import (
+    outcome_summary_lines,
+    write_outcome_sections,
+)
 from fedbone.reporting.plots import plot_pooled_roc, plot_rounds
 from fedbone.reporting.synthetic_report import (
     ReportSection,
@@ -57,6 +61,7 @@ class StudyReport:
     synthetic_models: Mapping[str, tuple[str, float | None]] = field(
         default_factory=dict
     )
+    outcomes: Mapping[str, Any] = field(default_factory=dict)  # results["outcomes"]
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -123,7 +128,8 @@ def format_summary(report: StudyReport) -> str:
     """Return short fixed-width tables of pooled results, for the terminal.
 
     All validating sites first; then, when present, the same over the
-    validation-only sites ("External"), each with its paired DeLong lines.
+    validation-only sites ("External"), each with its paired DeLong lines;
+    then one line per outcome endpoint (hazard ratios, log-rank p).
     """
     blocks = []
     for scope, pooled, pairs in _scopes(report):
@@ -131,6 +137,9 @@ def format_summary(report: StudyReport) -> str:
         if scope == "external":
             block = "External (validation-only sites)\n" + block
         blocks.append(block)
+    outcome_lines = outcome_summary_lines(report.outcomes)
+    if outcome_lines:
+        blocks.append("Outcomes (site-stratified Cox)\n" + "\n".join(outcome_lines))
     return "\n\n".join(blocks)
 
 
@@ -375,6 +384,8 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         sweep=study_ratio_sweep(report),
     ):
         sections.append(_render(section))
+    if report.outcomes:
+        sections += map(_render, write_outcome_sections(out_dir, report.outcomes))
     if report.privacy or report.budget_refusals:
         sections += _privacy_section(report)
     if report.rejected or report.site_errors:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from server.phases.census import run_census
 from server.phases.gan import run_gan
+from server.phases.outcomes import run_outcomes
 from server.phases.report import run_report
 from server.phases.synthesize import run_synthesize
 from server.phases.train import run_train
@@ -24,5 +25,6 @@ PHASE_FUNCTIONS: dict[str, Callable[[StudyRun], None]] = {
     "synthesize": run_synthesize,
     "train": run_train,
     "validate": run_validate,
+    "outcomes": run_outcomes,
     "report": run_report,
 }

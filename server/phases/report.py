@@ -47,6 +47,7 @@ def build_report(run: StudyRun) -> StudyReport:
         synthesis=run.results.get("synthesis", {}),
         umap=run.results.get("umap", {}),
         synthetic_models=run.study.synthetic_training.model_names(),
+        outcomes=run.results.get("outcomes", {}),
     )
 
 
@@ -76,6 +77,7 @@ def run_report(run: StudyRun) -> None:
             "gan": dict(report.gan),
             "synthesis": compact_synthesis(report.synthesis),
             "ratio_sweep": study_ratio_sweep(report),
+            "outcomes": dict(report.outcomes),
             "rejected": list(report.rejected),
             "site_errors": list(report.site_errors),
             "skipped_models": run.results.get("skipped-models", []),

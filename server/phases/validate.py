@@ -33,7 +33,7 @@ from fedbone.federation.records import arrays_to_record
 from fedbone.federation.study_messages import metric_floats
 from server.study import StudyRun
 
-__all__ = ["comparison_pairs", "run_validate"]
+__all__ = ["comparison_pairs", "record_statistics_spending", "run_validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +150,12 @@ def run_validate(run: StudyRun) -> None:
     scopes = {"pooled": answered, "external": external}
     results: dict[str, Any] = {"per_site": per_site, "site_pairs": site_pairs}
     if private:
+        logger.info(
+            "validation released noisy histograms only (dp.statistics); paired "
+            "DeLong tests are not run under DP statistics"
+        )
         results["dp_statistics"] = spent
-        _record_statistics_spending(run, spent)
+        record_statistics_spending(run, spent)
     for scope, nodes in scopes.items():
         if not nodes:
             continue
@@ -167,18 +171,20 @@ def run_validate(run: StudyRun) -> None:
     run.results["validation"] = results
 
 
-def _record_statistics_spending(
+def record_statistics_spending(
     run: StudyRun, spent: dict[str, dict[str, float]]
 ) -> None:
-    """Add each site's statistics ε and ledger total to the study's privacy table."""
-    logger.info(
-        "validation released noisy histograms only (dp.statistics); paired "
-        "DeLong tests are not run under DP statistics"
-    )
+    """Add each site's statistics ε and ledger total to the study's privacy table.
+
+    A site's statistics ε adds up over the phases that released noisy
+    statistics (validation, outcomes); its ledger total is the latest.
+    """
     privacy = run.results.setdefault("privacy", {})
     for site, values in spent.items():
         row = privacy.setdefault(site, {})
-        row["statistics-epsilon"] = values["statistics-epsilon"]
+        row["statistics-epsilon"] = (
+            row.get("statistics-epsilon", 0.0) + values["statistics-epsilon"]
+        )
         row["epsilon-total"] = values["epsilon-spent"]
         row["delta-total"] = values["delta-spent"]
     run.write_json("privacy.json", privacy)
