@@ -5,7 +5,9 @@ a site budget that covers the federated model but not both: the second model
 each site is asked for is refused (budget-exceeded), reported, and the study
 carries on (``on_budget_exhausted: continue``). Validation runs under
 ``dp.statistics``: every site sends only noisy histograms, charged to its
-ledger, and the server computes the per-site figures from them.
+ledger, and the server computes the per-site figures from them. The outcome
+analysis at C (the site with follow-up) releases only noisy survival counts,
+charged to C's ledger too, and no Cox derivatives.
 """
 
 import json
@@ -29,7 +31,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "study": {
             "name": "tiny-dp",
             "task": "bm",
-            "phases": ["census", "train", "validate", "report"],
+            "phases": ["census", "train", "validate", "outcomes", "report"],
             "baselines": ["local"],
         },
         "model": {"architecture": "small-cnn", "norm": "group"},
@@ -45,6 +47,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             "on_budget_exhausted": "continue",
         },
         "validation": {"n_bootstrap": 50},
+        "outcomes": {"resolution_days": 182},
         "simulation": {
             "sites_dir": str(root / "sites"),
             "sites": ["A", "B", "C"],
@@ -52,6 +55,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             "min_scans": 40,
             "workers": 1,
             "site_epsilon": 4.0,
+            "outcome_sites": ["C"],
         },
         "output": {"runs_dir": str(root / "runs")},
     }
@@ -123,7 +127,11 @@ def test_validation_released_only_noisy_histograms_charged_to_ledgers(
     for site in answered:
         config = load_site_config(sites / f"site-{site}" / "site.yaml")
         ledger = open_site_ledger(config, n_training=1)
-        statistics = [e for e in ledger.entries() if e.stream == STATISTICS_STREAM]
+        statistics = [
+            e
+            for e in ledger.entries()
+            if e.stream == STATISTICS_STREAM and e.kind == "validation-histograms"
+        ]
         assert [e.mechanism for e in statistics] == ["laplace"]
         assert statistics[0].epsilon == pytest.approx(0.5)
         assert privacy[site]["epsilon-total"] == pytest.approx(ledger.spent().epsilon)
@@ -133,3 +141,24 @@ def test_validation_released_only_noisy_histograms_charged_to_ledgers(
     assert not any(
         key.startswith("pooled_pairs") and results.get(key) for key in results
     )
+
+
+def test_outcomes_released_only_noisy_counts_charged_to_the_ledger(
+    finished: tuple[Path, Path],
+) -> None:
+    run_dir, sites = finished
+
+    outcomes = json.loads((run_dir / "outcomes.json").read_text())
+    config = load_site_config(sites / "site-C" / "site.yaml")
+    ledger = open_site_ledger(config, n_training=1)
+    log = EgressLog(sites / "site-C" / "egress-log.jsonl").entries()
+    privacy = json.loads((run_dir / "privacy.json").read_text())
+
+    counted = [e for e in ledger.entries() if e.kind == "outcome-counts"]
+    assert [e.epsilon for e in counted] == [pytest.approx(0.5)]
+    assert privacy["C"]["statistics-epsilon"] == pytest.approx(1.0)
+    assert outcomes["dp"] is True
+    assert outcomes["endpoints"]["death"]["sites"] == ["C"]
+    assert "cox" not in outcomes["endpoints"]["death"]
+    kinds = [(e["kind"], e["verdict"]) for e in log if "outcome" in e["kind"]]
+    assert kinds == [("query.outcomes", "passed")]

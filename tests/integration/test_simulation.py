@@ -15,16 +15,23 @@ from server.simulation import simulate_study
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("simulation")
     study = {
-        "study": {"name": "tiny", "task": "bm", "baselines": ["local", "pooled"]},
+        "study": {
+            "name": "tiny",
+            "task": "bm",
+            "phases": ["census", "train", "validate", "outcomes", "report"],
+            "baselines": ["local", "pooled"],
+        },
         "model": {"architecture": "small-cnn"},
         "training": {"rounds": 2, "local_epochs": 1, "min_train_sites": 2},
         "validation": {"n_bootstrap": 100},
+        "outcomes": {"resolution_days": 182},
         "simulation": {
             "sites_dir": str(root / "sites"),
             "sites": ["A", "B", "C"],
             "scale": 0.001,
             "min_scans": 24,
             "workers": 1,
+            "outcome_sites": ["C"],
         },
         "output": {"runs_dir": str(root / "runs")},
     }
@@ -87,6 +94,26 @@ def test_every_outgoing_message_passed_the_guard_and_was_logged(
         "query.paired_components",
     }
     assert "train" not in kinds["C"]
+    assert "query.outcomes" in kinds["C"] and "query.outcomes" in kinds["A"]
     assert all(
         len(e["sha256"]) == 64 and e["bytes"] > 0 for es in logs.values() for e in es
     )
+
+
+def test_the_outcome_analysis_reports_every_site_and_why(
+    finished: tuple[Path, Path],
+) -> None:
+    run_dir, sites = finished
+
+    outcomes = json.loads((run_dir / "outcomes.json").read_text())
+    status = {
+        (row["site"], row["part"]): row["status"] for row in outcomes["site-status"]
+    }
+
+    # Only C has follow-up; its scored cohort stayed in its work folder.
+    assert status[("A", "counts")] == status[("B", "counts")] == "no-follow-up"
+    assert status[("C", "counts")] != "no-follow-up"
+    assert list((sites / "site-C" / "work").rglob("outcome-cohort.npz"))
+    if status[("C", "counts")] == "included":
+        assert outcomes["endpoints"]["death"]["sites"] == ["C"]
+        assert (run_dir / "km_death.png").is_file()
