@@ -205,7 +205,11 @@ def test_derivatives_refuse_a_site_that_is_no_stratum() -> None:
     # Execute
     with pytest.raises(EvaluationError) as caught:
         cohort_derivatives(
-            _cohort(40, positives=3), "death", "crude", [0.0], ties="efron",
+            _cohort(40, positives=3),
+            "death",
+            "crude",
+            [0.0],
+            ties="efron",
             min_patients=5,
         )
 
