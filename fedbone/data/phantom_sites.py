@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fedbone.config import DataSettings, SiteConfig, SiteRole, write_site_config
 from fedbone.data.phantom import generate_site_cohort
+from fedbone.data.phantom.profiles import site_profile
 from fedbone.data.spec import PreprocessSpec
 
 __all__ = [
@@ -151,7 +152,9 @@ def ensure_phantom_federation(
             "spec": spec.fingerprint(),
         }
         outcomes = None if outcome_sites is None else site in outcome_sites
-        if outcomes is not None:
+        if outcomes is not None and outcomes != site_profile(site).has_outcomes:
+            # Only a departure from the profile is recorded, so folders made
+            # before outcome_sites existed stay valid.
             wanted["outcomes"] = outcomes
         record = folder / "phantom.json"
         current = json.loads(record.read_text()) if record.is_file() else None

@@ -120,16 +120,20 @@ def _stratum_problems(
                 f"{min_patients}",
             )
         ]
-    predicted = covariates[:, 0]
-    smallest = min(int((predicted == 1).sum()), int((predicted == 0).sum()))
-    if 0 < smallest < min_patients:
-        return [
-            Problem(
-                "small-group",
-                f"a predicted group holds {smallest} patients, below the site's "
-                f"minimum of {min_patients}",
-            )
-        ]
+    # A binary covariate (the prediction, sex) with a handful of patients on
+    # one side would let the site's coefficients describe those few patients.
+    for column in covariates.T:
+        if not np.isin(column, (0.0, 1.0)).all():
+            continue
+        smallest = min(int((column == 1).sum()), int((column == 0).sum()))
+        if 0 < smallest < min_patients:
+            return [
+                Problem(
+                    "small-group",
+                    f"a group of a binary covariate holds {smallest} patients, "
+                    f"below the site's minimum of {min_patients}",
+                )
+            ]
     return []
 
 

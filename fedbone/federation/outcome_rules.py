@@ -2,8 +2,10 @@
 
 These records are checked as a whole, not value by value: the counts of a
 group must add up to its number at risk and fit the grid, a small group must
-not be sent exactly, and the derivative lists must be as long as a Cox model
-with few covariates makes them (so they cannot carry per-patient values).
+not be sent exactly, nor counts on a grid so fine that they are follow-up
+times (as :func:`~fedbone.evaluation.survival_grid.site_counts` refuses), and
+the derivative lists must be as long as a Cox model with few covariates makes
+them (so they cannot carry per-patient values).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedbone.errors import Problem
+from fedbone.evaluation.survival_grid import DEFAULT_MIN_PATIENTS_PER_TIME
 from fedbone.federation.kinds import MAX_COX_COVARIATES
 
 __all__ = ["cox_derivative_problems", "survival_count_problems"]
 
 _MAX_INTERVALS = 100_000
+_PER_TIME = DEFAULT_MIN_PATIENTS_PER_TIME
 
 
 def _is_int(value: Any) -> bool:
@@ -118,7 +122,23 @@ def survival_count_problems(
                     where,
                 )
             )
+        elif not noisy and _occupied(events, censored) * _PER_TIME > at_risk:
+            # The site's site_counts refuses such grids; the guard checks again
+            # so that exact follow-up times cannot leave as one-patient counts.
+            problems.append(
+                Problem(
+                    "grid-too-fine",
+                    f"fewer than {_PER_TIME:g} patients per occupied grid "
+                    "interval on average, so the counts are individual "
+                    "follow-up times; use a coarser grid",
+                    where,
+                )
+            )
     return problems
+
+
+def _occupied(events: list[int], censored: list[int]) -> int:
+    return sum(1 for e, c in zip(events, censored, strict=True) if e + c > 0)
 
 
 def cox_derivative_problems(

@@ -233,3 +233,26 @@ def test_derivatives_are_those_of_the_sites_complete_cases(ties: str) -> None:
     # Assert
     assert actual.to_dict() == expected.to_dict()
     assert actual.n_patients == 60
+
+
+def test_a_site_with_two_women_is_no_stratum_of_the_adjusted_model() -> None:
+    # Prepare
+    base = _cohort()
+    male = np.ones(base.n_patients)
+    male[:2] = 0.0
+    cohort = OutcomeCohort(
+        predicted=base.predicted,
+        age=base.age,
+        male=male,
+        times=base.times,
+        events=base.events,
+    )
+
+    # Execute
+    release = outcome_release(cohort, ["death"], COARSE, min_patients=MIN_PATIENTS)
+
+    # Assert
+    status = release["death"].status
+    assert status["adjusted-stratum"] == "small-group"
+    assert "adjusted" not in release["death"].site_fits
+    assert status["crude-stratum"] == INCLUDED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ def _codes(problems: list[Problem]) -> list[tuple[str, str]]:
     return [(p.code, p.where) for p in problems]
 
 
-def _edited(record: MetricRecord | ConfigRecord, **values: Any) -> MetricRecord:
+def _edited(record: Mapping[str, Any], **values: Any) -> MetricRecord:
     return MetricRecord({**dict(record), **values})
 
 
@@ -139,19 +140,40 @@ def test_count_lists_must_match_the_grid(
 ) -> None:
     # Prepare: one interval short; at-risk still adds up.
     content = outcome_reply(releases)
-    record = content["survival-death"]
-    events = list(record["events-positive"])  # type: ignore[arg-type]
-    censored = list(record["censored-positive"])  # type: ignore[arg-type]
+    record: Any = content["survival-death"]
+    events = list(record["events-positive"])
+    censored = list(record["censored-positive"])
     content["survival-death"] = _edited(
         record,
         **{
             "events-positive": events[:-1],
-            "censored-positive": censored[:-2] + [censored[-2] + censored[-1]],
+            "censored-positive": [*censored[:-2], censored[-2] + censored[-1]],
         },
     )
 
     # Execute / Assert
     assert _codes(_problems(content)) == [("bad-counts", "survival-death/positive")]
+
+
+def test_a_grid_as_fine_as_follow_up_times_is_refused() -> None:
+    # Prepare: five deaths on five distinct days of a one-day grid.
+    events = [0] * 3650
+    for day in (12, 400, 913, 1500, 2999):
+        events[day] = 1
+    record = MetricRecord(
+        {
+            "resolution-days": 1.0,
+            "horizon-days": 3650.0,
+            "at-risk-positive": 5,
+            "events-positive": events,
+            "censored-positive": [0] * 3650,
+        }
+    )
+
+    # Execute / Assert
+    assert _codes(_problems({"survival-death": record})) == [
+        ("grid-too-fine", "survival-death/positive")
+    ]
 
 
 def test_a_float_list_smuggled_into_a_site_fit_is_per_patient_values(
