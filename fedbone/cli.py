@@ -109,6 +109,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("study", type=Path, help="study YAML, e.g. configs/simulation.yaml")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoint",
+    )
     p.set_defaults(func=_cmd_simulate)
 
 
@@ -215,7 +222,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from server.simulation import simulate_study
 
     study = load_study_config(args.study)
-    outcome = simulate_study(study)
+    outcome = simulate_study(study, resume_dir=args.resume)
     sys.stdout.write(
         f"\nstudy {study.name!r} finished in {outcome.seconds:.0f} s; "
         f"results, report.html and models in {outcome.run_dir}\n"

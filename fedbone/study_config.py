@@ -101,6 +101,9 @@ class TrainingSettings:
     early_stopping_patience: int | None = None
     min_train_sites: int = 1
     krum_byzantine: int = 0
+    round_timeout_s: float = 3600.0
+    """How long a round waits for sites' replies; late or dead sites are left
+    out of that round (the strategy needs ``min_train_sites`` replies)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,14 @@ def _read_training(c: StudyCollector, raw: Mapping[str, Any]) -> TrainingSetting
         ),
         krum_byzantine=c.integer(
             t, "krum_byzantine", "training.krum_byzantine", d.krum_byzantine, 0, 100
+        ),
+        round_timeout_s=c.number(
+            t,
+            "round_timeout_s",
+            "training.round_timeout_s",
+            d.round_timeout_s,
+            1.0,
+            7 * 86400.0,
         ),
     )
 

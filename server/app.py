@@ -1,7 +1,8 @@
 """fedbone's Flower ServerApp.
 
 Deployment: ``flwr run`` with ``--run-config 'study-config="/path/study.yaml"'``
-runs :data:`app`. Simulation: ``fedbone simulate`` builds one with
+runs :data:`app`; adding ``resume-run-dir="/path/run"`` continues that
+interrupted run from its checkpoint. Simulation: ``fedbone simulate`` builds one with
 :func:`simulation_server_app`, which also tells sites where their phantom site
 configs are.
 """
@@ -38,11 +39,20 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run the study named by the run config's ``study-config``."""
     study = load_study_config(str(context.run_config["study-config"]))
-    run_study(grid, study, new_run_dir(study))
+    resume = str(context.run_config.get("resume-run-dir", "") or "")
+    if resume:
+        run_study(grid, study, Path(resume), resume=True)
+    else:
+        run_study(grid, study, new_run_dir(study))
 
 
 def simulation_server_app(
-    study: StudyConfig, run_dir: Path, site_configs: list[Path], outcome: list[StudyRun]
+    study: StudyConfig,
+    run_dir: Path,
+    site_configs: list[Path],
+    outcome: list[StudyRun],
+    *,
+    resume: bool = False,
 ) -> ServerApp:
     """Return a ServerApp running ``study`` over simulated sites.
 
@@ -54,6 +64,8 @@ def simulation_server_app(
         Site YAML files in partition order (node ``i`` is site ``i``).
     outcome
         Receives the finished :class:`StudyRun` (the app runs in a thread).
+    resume
+        Continue the run in ``run_dir`` from its checkpoint.
     """
     sim_app = ServerApp()
 
@@ -61,7 +73,11 @@ def simulation_server_app(
     def sim_main(grid: Grid, context: Context) -> None:
         outcome.append(
             run_study(
-                grid, study, run_dir, sim_site_configs=[str(p) for p in site_configs]
+                grid,
+                study,
+                run_dir,
+                sim_site_configs=[str(p) for p in site_configs],
+                resume=resume,
             )
         )
 

@@ -86,8 +86,12 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
     return configs
 
 
-def simulate_study(study: StudyConfig) -> SimulationOutcome:
+def simulate_study(
+    study: StudyConfig, *, resume_dir: Path | None = None
+) -> SimulationOutcome:
     """Prepare the simulated sites and run ``study`` through Flower.
+
+    With ``resume_dir``, continue that interrupted run from its checkpoint.
 
     Raises
     ------
@@ -100,11 +104,13 @@ def simulate_study(study: StudyConfig) -> SimulationOutcome:
 
     started = time.perf_counter()
     configs = prepare_simulated_sites(study)
-    run_dir = new_run_dir(study)
+    run_dir = resume_dir if resume_dir is not None else new_run_dir(study)
     outcome: list[StudyRun] = []
     assert study.simulation is not None  # checked by prepare_simulated_sites
     run_simulation(
-        server_app=simulation_server_app(study, run_dir, configs, outcome),
+        server_app=simulation_server_app(
+            study, run_dir, configs, outcome, resume=resume_dir is not None
+        ),
         client_app=client_app,
         num_supernodes=len(configs),
         backend_config={

@@ -63,6 +63,9 @@ class StudyRun:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    phases_done: list[str] = field(default_factory=list)
+    progress: dict[str, tuple[int, dict[str, np.ndarray]]] = field(default_factory=dict)
+    """Per model in training: completed rounds and the global arrays then."""
 
     @property
     def train_nodes(self) -> list[int]:
@@ -174,6 +177,7 @@ def run_study(
     run_dir: Path,
     *,
     sim_site_configs: list[str] | None = None,
+    resume: bool = False,
 ) -> StudyRun:
     """Run every configured phase of ``study`` and return the run's state.
 
@@ -187,16 +191,33 @@ def run_study(
         Folder for everything the run writes.
     sim_site_configs
         Simulation only: site YAML paths in partition order.
+    resume
+        Continue the run in ``run_dir`` from its checkpoint (the centre was
+        restarted): completed phases and training rounds are not repeated.
     """
+    from server.checkpoint import load_checkpoint, restore, save_checkpoint
     from server.phases import PHASE_FUNCTIONS
 
     run_dir.mkdir(parents=True, exist_ok=True)
     run = StudyRun(study, grid, run_dir, sim_site_configs)
-    run.write_json("config.resolved.json", study.to_json())
+    state = load_checkpoint(run_dir) if resume else None
+    if resume and state is None:
+        logger.warning("%s has no checkpoint; starting the study afresh", run_dir)
+    if state is not None:
+        restore(run, state)
+    else:
+        run.write_json("config.resolved.json", study.to_json())
     for phase in study.phases:
+        # The census always runs: reconnected sites may have new node ids.
+        if phase in run.phases_done and phase != "census":
+            logger.info("phase %s: done before the restart; skipped", phase)
+            continue
         started = time.perf_counter()
         logger.info("phase %s: starting", phase)
         PHASE_FUNCTIONS[phase](run)
         run.timings[phase] = time.perf_counter() - started
         logger.info("phase %s: done in %.1f s", phase, run.timings[phase])
+        if phase not in run.phases_done:
+            run.phases_done.append(phase)
+        save_checkpoint(run)
     return run

@@ -27,6 +27,7 @@ from fedbone.federation.study_messages import metric_floats
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.training.parameters import state_to_arrays
 from fedbone.training.pooled import train_pooled_baseline
+from server.checkpoint import save_checkpoint
 from server.strategies import build_strategy
 from server.study import StudyError, StudyRun
 from server.study_grid import StudyGrid
@@ -83,9 +84,14 @@ def train_config(
     )
 
 
-def recorder(run: StudyRun, model_name: str) -> Callable[[list[Message]], None]:
-    """Return a grid callback appending each reply's metrics to ``run.rounds``."""
-    rounds = {"train": 0, "evaluate": 0}
+def recorder(
+    run: StudyRun, model_name: str, rounds_done: int = 0
+) -> Callable[[list[Message]], None]:
+    """Return a grid callback appending each reply's metrics to ``run.rounds``.
+
+    ``rounds_done``: rounds completed before a restart (numbering goes on).
+    """
+    rounds = {"train": rounds_done, "evaluate": rounds_done}
 
     def record(replies: list[Message]) -> None:
         if not replies:
@@ -145,28 +151,40 @@ def _train_over(
     start: dict[str, np.ndarray],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
+    if name in run.models:
+        logger.info("%s: trained before the restart; kept", name)
+        return run.models[name]
     settings = run.study.training
+    done, arrays = run.progress.get(name, (0, start))
     grid = StudyGrid(
         run.grid,
         nodes,
         expected=array_signature(arrays_to_record(start)),
-        on_replies=recorder(run, name),
+        on_replies=recorder(run, name, done),
     )
     strategy = build_strategy(settings, len(nodes))
     logger.info(
-        "training %s: %s over %s for %d rounds",
+        "training %s: %s over %s for %d rounds%s",
         name,
         settings.strategy.value,
         ", ".join(run.site_of(n) for n in nodes),
         settings.rounds,
+        f" (resuming after round {done})" if done else "",
     )
+    if done >= settings.rounds:
+        return arrays
     result = strategy.start(
         grid=grid,
-        initial_arrays=arrays_to_record(start),
-        num_rounds=settings.rounds,
-        train_config=train_config(run, extra=extra),
-        evaluate_config=run.config("train"),
+        initial_arrays=arrays_to_record(arrays),
+        num_rounds=settings.rounds - done,
+        timeout=settings.round_timeout_s,
+        train_config=train_config(
+            run, extra={**(extra or {}), "model": name, "round-offset": done}
+        ),
+        evaluate_config=run.config("train", {"model": name, "round-offset": done}),
+        evaluate_fn=_checkpoint_each_round(run, name, done),
     )
+    run.progress.pop(name, None)
     if grid.rejected:
         run.results.setdefault("rejected-updates", []).extend(
             {"model": name, "site": run.site_of(r.node_id), "reason": r.reason}
@@ -177,6 +195,20 @@ def _train_over(
     return record_to_arrays(result.arrays)
 
 
+def _checkpoint_each_round(
+    run: StudyRun, name: str, done: int
+) -> Callable[[int, ArrayRecord], None]:
+    """Strategy callback: after every round, checkpoint the global model."""
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        if server_round == 0:  # called once before the first round
+            return
+        run.progress[name] = (done + server_round, record_to_arrays(arrays))
+        save_checkpoint(run)
+
+    return checkpoint
+
+
 def run_train(run: StudyRun) -> None:
     """Train the federated model and the configured baselines."""
     start = initial_arrays(run)
@@ -185,7 +217,7 @@ def run_train(run: StudyRun) -> None:
     if "local" in run.study.baselines:
         for node in run.train_nodes:
             _train_baseline(run, f"local-{run.site_of(node)}", [node], start)
-    if "pooled" in run.study.baselines:
+    if "pooled" in run.study.baselines and "pooled" not in run.models:
         if run.sim_site_configs is None:
             logger.warning("baseline 'pooled' needs simulation; skipped")
         else:
@@ -200,6 +232,7 @@ def run_train(run: StudyRun) -> None:
                 seed=run.study.seed,
                 work_dir=run.run_dir,
             )
+            save_checkpoint(run)
     _train_with_synthetic(run, start)
     models_dir = run.run_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
