@@ -16,6 +16,7 @@ from typing import Any
 
 from fedbone import __version__
 from fedbone.errors import FedboneError
+from fedbone.security.commands import add_pki_parser
 
 __all__ = ["build_parser", "main"]
 
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_inspect(sub)
     _add_simulate(sub)
+    add_pki_parser(sub)
     return parser
 
 

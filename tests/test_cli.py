@@ -13,7 +13,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
 
     out = capsys.readouterr().out
     assert exited.value.code == 0
-    for command in ("phantom", "prepare", "inspect", "simulate"):
+    for command in ("phantom", "prepare", "inspect", "simulate", "pki"):
         assert command in out
 
 

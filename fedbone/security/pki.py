@@ -1,0 +1,648 @@
+"""Create and check a study's PKI: CA, server TLS certificate, SuperNode keys.
+
+One folder holds everything the coordinating centre creates::
+
+    root/ca.crt, ca.key            study CA (EC P-384, self-signed, CA:true)
+    root/server.crt, server.key    SuperLink TLS (EC P-384, serverAuth, SANs)
+    root/sites/<site>/<site>.key   SuperNode authentication key (OpenSSH, P-384)
+    root/sites/<site>/<site>.pub   its public key (OpenSSH line)
+
+The formats are the ones Flower 1.42 reads: ``flower-superlink --ssl-*`` passes
+the PEM bytes to gRPC; ``flower-supernode --auth-supernode-private-key`` uses
+``load_ssh_private_key`` and requires an EC key; ``flwr supernode register``
+uses ``load_ssh_public_key`` and requires a NIST curve. A hospital receives
+``ca.crt`` and its own ``sites/<site>/`` folder, nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedbone.errors import Problem
+from fedbone.security.errors import PkiError
+
+__all__ = [
+    "StudyPki",
+    "add_site_keys",
+    "certificate_fingerprint",
+    "check_server_certificate",
+    "create_study_pki",
+    "public_key_fingerprint",
+]
+
+logger = logging.getLogger(__name__)
+
+# P-384 for every key: Flower generates its own node keys on SECP384R1, and gRPC
+# (BoringSSL) serves ECDSA P-384 certificates; SHA-384 matches the curve strength.
+_CURVE = ec.SECP384R1
+_SIGNATURE_HASH = hashes.SHA384
+# Backdate notBefore so a site whose clock runs a little behind still accepts
+# a certificate created seconds ago.
+_CLOCK_SKEW = timedelta(minutes=5)
+# Same rule as a site id in the site YAML (fedbone.config), so paths stay safe.
+_SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+_PRIVATE_MODE = 0o600
+_PUBLIC_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class StudyPki:
+    """The paths of one study's PKI folder (see the module docstring).
+
+    Parameters
+    ----------
+    root
+        The folder; every other path is inside it.
+    """
+
+    root: Path
+    ca_certificate: Path
+    ca_key: Path
+    server_certificate: Path
+    server_key: Path
+
+    @classmethod
+    def at(cls, root: Path) -> StudyPki:
+        """Return the layout rooted at ``root`` (nothing is read or written)."""
+        root = Path(root)
+        return cls(
+            root=root,
+            ca_certificate=root / "ca.crt",
+            ca_key=root / "ca.key",
+            server_certificate=root / "server.crt",
+            server_key=root / "server.key",
+        )
+
+    def site_folder(self, site: str) -> Path:
+        """Return the folder handed to hospital ``site`` (with ``ca.crt``)."""
+        return self.root / "sites" / site
+
+    def site_private_key(self, site: str) -> Path:
+        """OpenSSH EC private key for ``--auth-supernode-private-key``."""
+        return self.site_folder(site) / f"{site}.key"
+
+    def site_public_key(self, site: str) -> Path:
+        """OpenSSH public key line for ``flwr supernode register``."""
+        return self.site_folder(site) / f"{site}.pub"
+
+    def sites(self) -> tuple[str, ...]:
+        """Site ids that have both key files, sorted."""
+        folder = self.root / "sites"
+        if not folder.is_dir():
+            return ()
+        return tuple(
+            sorted(
+                p.name
+                for p in folder.iterdir()
+                if self.site_private_key(p.name).is_file()
+                and self.site_public_key(p.name).is_file()
+            )
+        )
+
+
+def create_study_pki(
+    root: Path,
+    *,
+    study: str,
+    server_hosts: Sequence[str],
+    sites: Sequence[str],
+    days: int = 365,
+    force: bool = False,
+    loopback: bool = True,
+) -> StudyPki:
+    """Create the study CA, the server certificate and each site's key pair.
+
+    Parameters
+    ----------
+    root
+        Folder to write into (created if missing).
+    study
+        Study name, written into the certificates' subjects.
+    server_hosts
+        Names and addresses the sites use to reach the SuperLink; each IP
+        address becomes an IP SAN, anything else a DNS SAN.
+    sites
+        Site ids (same rule as the site YAML's ``site.id``).
+    days
+        Validity of the CA and server certificates.
+    force
+        Replace existing files; without it, existing files are never touched.
+    loopback
+        Also name ``localhost``, ``127.0.0.1`` and ``::1``. The SuperLink's own
+        SuperExec reaches its Runtime API over loopback with TLS checked
+        against this certificate (Flower maps a bind-all ``--host`` to
+        ``127.0.0.1``/``::1``), so without them no ServerApp can start.
+
+    Returns
+    -------
+    StudyPki
+        The layout of the written folder.
+
+    Raises
+    ------
+    PkiError
+        Invalid arguments, or files that exist while ``force`` is false; every
+        problem is listed and nothing is written.
+    """
+    pki = StudyPki.at(root)
+    problems = _check_sites(sites)
+    if not study.strip():
+        problems.append(Problem("missing-study", "give the study a name (--study)"))
+    if not server_hosts:
+        problems.append(
+            Problem("missing-server-host", "give at least one --server-host")
+        )
+    problems += [p for host in server_hosts for p in _check_host(host)]
+    if days < 1:
+        problems.append(Problem("bad-days", f"days must be >= 1, got {days}"))
+    PkiError.raise_if_any(pki.root, problems)
+    site_files = [f for s in sites for f in _site_files(pki, s)]
+    central = [pki.ca_certificate, pki.ca_key, pki.server_certificate, pki.server_key]
+    _refuse_overwrite(pki, [*central, *site_files], force)
+
+    hosts = _unique_hosts([*server_hosts, *(_LOOPBACK if loopback else ())])
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(_CURVE())
+    ca_cert = _ca_certificate(ca_key, study.strip(), now, days)
+    server_key = ec.generate_private_key(_CURVE())
+    server_cert = _server_certificate(
+        server_key, ca_key, ca_cert, study.strip(), hosts, now, days
+    )
+    _write(pki.ca_key, _pem_private(ca_key), _PRIVATE_MODE)
+    _write(pki.ca_certificate, ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write(pki.server_key, _pem_private(server_key), _PRIVATE_MODE)
+    _write(pki.server_certificate, server_cert.public_bytes(serialization.Encoding.PEM))
+    for site in sites:
+        _write_site_keys(pki, site)
+    logger.info("study PKI for %r written to %s", study, pki.root)
+    return pki
+
+
+def add_site_keys(root: Path, sites: Sequence[str], *, force: bool = False) -> StudyPki:
+    """Add SuperNode key pairs for new sites to an existing study PKI.
+
+    Parameters
+    ----------
+    root
+        A folder written by :func:`create_study_pki`.
+    sites
+        Site ids to create keys for.
+    force
+        Replace a site's existing keys (the old public key must then be
+        unregistered at the SuperLink).
+
+    Raises
+    ------
+    PkiError
+        No study PKI at ``root``, invalid site ids, or existing keys without
+        ``force``.
+    """
+    pki = StudyPki.at(root)
+    problems = _check_sites(sites)
+    if not sites:
+        problems.append(Problem("missing-site", "give at least one --site"))
+    if not pki.ca_certificate.is_file():
+        problems.append(
+            Problem(
+                "no-pki",
+                f"{pki.ca_certificate} not found; run `fedbone pki init` first "
+                "or point --out at the study's PKI folder",
+            )
+        )
+    PkiError.raise_if_any(pki.root, problems)
+    _refuse_overwrite(pki, [f for s in sites for f in _site_files(pki, s)], force)
+    for site in sites:
+        _write_site_keys(pki, site)
+    return pki
+
+
+def check_server_certificate(
+    pki: StudyPki, host: str, *, now: datetime | None = None
+) -> None:
+    """Check that the server certificate will be accepted by a site at ``host``.
+
+    Parameters
+    ----------
+    pki
+        The study PKI.
+    host
+        The name or address the sites use to reach the SuperLink.
+    now
+        Time to check validity at (default: now, UTC).
+
+    Raises
+    ------
+    PkiError
+        Listing every problem: missing or unreadable files, a certificate
+        expired or not yet valid, not signed by this study's CA, without
+        ``host`` in its SANs or the serverAuth usage, or a key that does not
+        match it.
+    """
+    when = now or datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    missing = [
+        Problem("missing-file", f"{path} not found; run `fedbone pki init`")
+        for path in (pki.ca_certificate, pki.server_certificate, pki.server_key)
+        if not path.is_file()
+    ]
+    PkiError.raise_if_any(pki.root, missing)
+    problems: list[Problem] = []
+    ca = _load_certificate(pki.ca_certificate, problems)
+    leaf = _load_certificate(pki.server_certificate, problems)
+    key = _load_private_key(pki.server_key, problems)
+    if ca is not None:
+        problems += _validity_problems(ca, when, "ca-")
+        if not _is_ca(ca):
+            problems.append(
+                Problem(
+                    "not-a-ca",
+                    "the CA certificate lacks basicConstraints CA:true; "
+                    "re-create the PKI with `fedbone pki init --force`",
+                    str(pki.ca_certificate),
+                )
+            )
+    if leaf is not None:
+        where = str(pki.server_certificate)
+        problems += _validity_problems(leaf, when, "")
+        if ca is not None and not _signed_by(leaf, ca):
+            problems.append(
+                Problem(
+                    "not-signed-by-ca",
+                    f"not issued by the study CA in {pki.ca_certificate}; sites "
+                    "will refuse it. Use the server.crt made with this ca.crt",
+                    where,
+                )
+            )
+        problems += _host_problems(leaf, host, where)
+        if key is not None and not _same_public_key(leaf, key):
+            problems.append(
+                Problem(
+                    "key-mismatch",
+                    f"{pki.server_key} is not the private key of this "
+                    "certificate; the SuperLink cannot serve TLS with them. "
+                    "Copy the matching pair or re-create with --force",
+                    where,
+                )
+            )
+    PkiError.raise_if_any(pki.server_certificate, problems)
+
+
+def certificate_fingerprint(path: Path) -> str:
+    """Return the SHA-256 fingerprint of a PEM certificate, as colon-separated hex."""
+    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def public_key_fingerprint(path: Path) -> str:
+    """Return the ``SHA256:...`` fingerprint of an OpenSSH public key, as ssh-keygen."""
+    key = serialization.load_ssh_public_key(Path(path).read_bytes())
+    digest = serialization.ssh_key_fingerprint(key, hashes.SHA256())
+    # ``ssh-keygen -l`` prints unpadded base64; match it so people can compare.
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+# --- building -------------------------------------------------------------------
+
+
+def _ca_certificate(
+    key: ec.EllipticCurvePrivateKey, study: str, now: datetime, days: int
+) -> x509.Certificate:
+    name = _name(f"{study} study CA", study)
+    public = key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            _key_usage("key_cert_sign", "crl_sign"),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
+        .sign(key, _SIGNATURE_HASH())
+    )
+
+
+def _server_certificate(
+    key: ec.EllipticCurvePrivateKey,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    study: str,
+    hosts: Sequence[str],
+    now: datetime,
+    days: int,
+) -> x509.Certificate:
+    public = key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0], study))
+        .issuer_name(ca_cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _CLOCK_SKEW)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(
+            _key_usage("digital_signature"),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(h) for h in hosts]), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            False,
+        )
+        .sign(ca_key, _SIGNATURE_HASH())
+    )
+
+
+def _key_usage(*allowed: str) -> x509.KeyUsage:
+    flags = [
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    ]
+    return x509.KeyUsage(**{flag: flag in allowed for flag in flags})
+
+
+def _name(common_name: str, study: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedbone"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, study[:64]),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+        ]
+    )
+
+
+def _unique_hosts(hosts: Iterable[str]) -> list[str]:
+    unique: dict[x509.GeneralName, str] = {}
+    for host in hosts:
+        unique.setdefault(_general_name(host), host)
+    return list(unique.values())
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host.lower())
+
+
+def _write_site_keys(pki: StudyPki, site: str) -> None:
+    key = ec.generate_private_key(_CURVE())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    pki.site_folder(site).mkdir(parents=True, exist_ok=True)
+    _write(pki.site_private_key(site), private, _PRIVATE_MODE)
+    _write(pki.site_public_key(site), public + f" fedbone-site-{site}\n".encode())
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write(path: Path, data: bytes, mode: int = _PUBLIC_MODE) -> None:
+    """Write ``data`` via a temporary file created with ``mode`` (never wider).
+
+    The file is created with its final permissions by ``os.open`` so a private
+    key is never readable by others, not even for a moment, then renamed over.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    actual = path.stat().st_mode & 0o777
+    if mode == _PRIVATE_MODE and actual & 0o077:
+        raise PkiError(
+            path,
+            [
+                Problem(
+                    "key-permissions",
+                    f"private key is mode {actual:o}, expected 600; this "
+                    "filesystem does not keep owner-only permissions, write "
+                    "the PKI to a local disk",
+                )
+            ],
+        )
+
+
+# --- checking -------------------------------------------------------------------
+
+
+def _site_files(pki: StudyPki, site: str) -> list[Path]:
+    return [pki.site_private_key(site), pki.site_public_key(site)]
+
+
+def _check_sites(sites: Iterable[str]) -> list[Problem]:
+    problems, seen = [], set()
+    for site in sites:
+        if not _SITE_ID.match(site):
+            problems.append(
+                Problem(
+                    "bad-site-id",
+                    f"{site!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                    "starting with a letter or digit (as site.id in site.yaml)",
+                )
+            )
+        elif site in seen:
+            problems.append(Problem("duplicate-site", f"site {site!r} given twice"))
+        seen.add(site)
+    return problems
+
+
+def _check_host(host: str) -> list[Problem]:
+    try:
+        ipaddress.ip_address(host)
+        return []
+    except ValueError:
+        pass
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+    if re.fullmatch(rf"{label}(\.{label})*\.?", host):
+        return []
+    return [
+        Problem(
+            "bad-server-host",
+            f"{host!r} is neither an IP address nor a DNS name; give the name "
+            "sites use to reach the SuperLink, without port or scheme",
+        )
+    ]
+
+
+def _refuse_overwrite(pki: StudyPki, paths: Sequence[Path], force: bool) -> None:
+    if force:
+        return
+    PkiError.raise_if_any(
+        pki.root,
+        [
+            Problem(
+                "exists",
+                "already exists and was left untouched; pass --force "
+                "(force=True) to replace it",
+                str(path),
+            )
+            for path in paths
+            if path.exists()
+        ],
+    )
+
+
+def _load_certificate(path: Path, problems: list[Problem]) -> x509.Certificate | None:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError as exc:
+        problems.append(
+            Problem(
+                "unreadable-certificate", f"not a PEM certificate ({exc})", str(path)
+            )
+        )
+        return None
+
+
+def _load_private_key(path: Path, problems: list[Problem]) -> PrivateKeyTypes | None:
+    try:
+        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        problems.append(
+            Problem("unreadable-key", f"not an unencrypted PEM key ({exc})", str(path))
+        )
+        return None
+
+
+def _validity_problems(
+    cert: x509.Certificate, when: datetime, prefix: str
+) -> list[Problem]:
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    subject = cert.subject.rfc4514_string()
+    if when < start:
+        return [
+            Problem(
+                f"{prefix}not-yet-valid",
+                f"{subject} is valid only from {start:%Y-%m-%d %H:%M} UTC; "
+                "check this machine's clock",
+            )
+        ]
+    if when > end:
+        return [
+            Problem(
+                f"{prefix}expired",
+                f"{subject} expired on {end:%Y-%m-%d %H:%M} UTC; re-create it "
+                "with `fedbone pki init --force` and redistribute ca.crt",
+            )
+        ]
+    return []
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(
+            cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        )
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _host_problems(cert: x509.Certificate, host: str, where: str) -> list[Problem]:
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names: list[str] = [
+            str(n) for n in sans.value.get_values_for_type(x509.DNSName)
+        ]
+        addresses = sans.value.get_values_for_type(x509.IPAddress)
+    except x509.ExtensionNotFound:
+        names, addresses = [], []
+    problems = []
+    wanted = _general_name(host)
+    if isinstance(wanted, x509.IPAddress):
+        found = wanted.value in addresses
+    else:
+        found = wanted.value in {n.lower().rstrip(".") for n in names}
+    if not found:
+        listed = ", ".join([*names, *map(str, addresses)]) or "none"
+        problems.append(
+            Problem(
+                "host-not-in-certificate",
+                f"{host!r} is not among its subject alternative names ({listed}); "
+                f"sites connecting to {host!r} will refuse it. Re-create with "
+                f"`fedbone pki init --server-host {host} ... --force`",
+                where,
+            )
+        )
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        server_auth = ExtendedKeyUsageOID.SERVER_AUTH in usages
+    except x509.ExtensionNotFound:
+        server_auth = True  # no EKU extension means any usage is allowed
+    if not server_auth:
+        problems.append(
+            Problem(
+                "not-a-server-certificate",
+                "its extended key usage lacks serverAuth; re-create it with "
+                "`fedbone pki init --force`",
+                where,
+            )
+        )
+    return problems
+
+
+def _same_public_key(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    mine = key.public_key().public_bytes(der, spki)
+    return mine == cert.public_key().public_bytes(der, spki)
