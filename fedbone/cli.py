@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedbone import __version__
+from fedbone.commands.deployment import add_server_parser, add_site_parser
 from fedbone.errors import FedboneError
 from fedbone.security.commands import add_pki_parser
 
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_simulate(sub)
     add_pki_parser(sub)
+    add_server_parser(sub)
+    add_site_parser(sub)
     return parser
 
 

@@ -1,0 +1,201 @@
+"""A study over Flower's deployment runtime: TLS, SuperNode auth, 3 hosts.
+
+One SuperLink on 127.0.0.1 and three SuperNodes on 127.0.0.2-4, each a
+separate process, run a one-round study to the end through ``flwr run``. A
+SuperNode with an unregistered key, and one without TLS, are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from deployment_cluster import (
+    Cluster,
+    free_address,
+    loopback_cluster,
+    missing_binaries,
+)
+
+from fedbone.commands.deployment import run_server
+from fedbone.config import load_site_config
+from fedbone.federation.deployment import (
+    RunOutcome,
+    online_node_ids,
+    submit_run,
+    wait_for_online_nodes,
+)
+from fedbone.federation.egress import EgressLog
+from fedbone.security.pki import create_study_pki
+from fedbone.study_config import load_study_config
+from server.simulation import prepare_simulated_sites
+
+pytestmark = pytest.mark.skipif(
+    bool(missing_binaries()), reason=f"Flower binaries missing: {missing_binaries()}"
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+SITE_HOSTS = {"A": "127.0.0.2", "B": "127.0.0.3", "C": "127.0.0.4"}
+
+
+def _write_study(root: Path) -> Path:
+    study = {
+        "study": {
+            "name": "deployed",
+            "task": "bm",
+            "phases": ["census", "train", "validate", "report"],
+        },
+        "model": {"architecture": "small-cnn"},
+        "training": {"rounds": 1, "local_epochs": 1, "min_train_sites": 2},
+        "validation": {"n_bootstrap": 50},
+        # Only used here to write and prepare the phantom hospitals.
+        "simulation": {
+            "sites_dir": str(root / "sites"),
+            "sites": sorted(SITE_HOSTS),
+            "scale": 0.001,
+            "min_scans": 24,
+            "workers": 1,
+            "outcome_sites": ["C"],
+        },
+        "output": {"runs_dir": str(root / "runs")},
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_study(tmp_path_factory.mktemp("deployment"))
+
+
+@pytest.fixture(scope="module")
+def cluster(study_path: Path) -> Iterator[Cluster]:
+    root = study_path.parent
+    site_configs = prepare_simulated_sites(load_study_config(study_path))
+    pki = create_study_pki(
+        root / "pki",
+        study="deployed",
+        server_hosts=["127.0.0.1", "localhost"],
+        sites=[*sorted(SITE_HOSTS), "intruder"],
+        days=1,
+    )
+    with loopback_cluster(root, pki) as running:
+        running.start_superlink()
+        register = argparse.Namespace(
+            server_command="register",
+            pki=pki.root,
+            superlink=running.superlink_address,
+            site=sorted(SITE_HOSTS),
+        )
+        assert run_server(register) == 0
+        for site, config in zip(sorted(SITE_HOSTS), site_configs, strict=True):
+            running.start_site(site, SITE_HOSTS[site], config)
+        wait_for_online_nodes(running.centre_home, len(SITE_HOSTS), timeout_s=90.0)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def finished(cluster: Cluster, study_path: Path) -> RunOutcome:
+    return submit_run(
+        cluster.centre_home,
+        PROJECT_DIR,
+        study_path,
+        log_path=cluster.root / "logs" / "flwr-run.log",
+        timeout_s=240.0,
+    )
+
+
+def test_the_study_runs_to_the_end_over_tls(
+    finished: RunOutcome, study_path: Path
+) -> None:
+    runs = study_path.parent / "runs"
+
+    results_files = list(runs.glob("deployed-*/results.json"))
+
+    assert finished.completed, finished.status
+    assert len(results_files) == 1
+    results = json.loads(results_files[0].read_text())
+    assert {row["site"] for row in results["per_site"]} == set(SITE_HOSTS)
+    assert results["rejected"] == [] and results["site_errors"] == []
+
+
+def test_every_site_logged_only_passed_egress(
+    finished: RunOutcome, study_path: Path
+) -> None:
+    sites = study_path.parent / "sites"
+
+    logs = {
+        site: EgressLog(
+            load_site_config(sites / f"site-{site}" / "site.yaml").egress_log
+        ).entries()
+        for site in SITE_HOSTS
+    }
+
+    assert finished.completed
+    for site, entries in logs.items():
+        assert entries, f"site {site} sent nothing"
+        assert all(e["verdict"] == "passed" for e in entries), site
+    assert "train" in {e["kind"] for e in logs["A"]}
+
+
+def test_a_site_whose_key_is_not_registered_is_refused(
+    cluster: Cluster, study_path: Path
+) -> None:
+    config = study_path.parent / "sites" / "site-A" / "site.yaml"
+    online_before = online_node_ids(cluster.centre_home)
+
+    intruder = cluster.start_site("intruder", "127.0.0.5", config, max_wait_s=10.0)
+    exit_code = intruder.wait(timeout_s=60.0)
+
+    assert exit_code not in (None, 0), intruder.log_tail()
+    assert (
+        "No SuperNode found with the given public key"
+        in (cluster.root / "logs" / "centre.log").read_text()
+    )
+    assert sorted(online_node_ids(cluster.centre_home)) == sorted(online_before)
+
+
+def _plaintext_http_reply(address: str) -> bytes:
+    host, port = address.rsplit(":", 1)
+    request = b"POST /v1/fleet/activate-node HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=5.0) as connection:
+        connection.sendall(request)
+        try:
+            return connection.recv(64)
+        except OSError:
+            return b""
+
+
+def test_plaintext_is_refused(cluster: Cluster) -> None:
+    centre_log = cluster.root / "logs" / "centre.log"
+    activations_before = centre_log.read_text().count("activate-node")
+
+    runtime_host, runtime_port = free_address("127.0.0.6").split(":")
+    reply = _plaintext_http_reply(cluster.superlink_address)
+    plaintext = cluster.start_raw(
+        "plaintext",
+        [
+            "flower-supernode",
+            "--insecure",
+            "--superlink",
+            cluster.superlink_address,
+            "--host",
+            runtime_host,
+            "--port",
+            runtime_port,
+            "--max-wait-time",
+            "10",
+        ],
+    )
+    exit_code = plaintext.wait(timeout_s=60.0)
+
+    assert not reply.startswith(b"HTTP/"), reply
+    assert exit_code not in (None, 0), plaintext.log_tail()
+    # It never reached the Fleet API (not even to be refused as unregistered).
+    assert centre_log.read_text().count("activate-node") == activations_before
