@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fedbone.commands.egress_log import add_egress_log_parser, run_egress_log
 from fedbone.federation.egress import EgressLog
 from fedbone.federation.egress_audit import summarise_egress_log, verify_egress_log
-from fedbone.federation.egress_commands import add_egress_log_parser, run_egress_log
 
 DIGEST = "ab" * 32
 
