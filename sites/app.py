@@ -2,12 +2,14 @@
 
 Every handler is thin: unpack the records, call the fedbone library, pack the
 reply. The egress guard is the first mod, so every reply (and every refusal) is
-screened and logged in the site's egress log before it can leave.
+screened and logged in the site's egress log before it can leave; the replay
+mod after it makes the site's work exactly-once across a centre's restart.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -38,6 +40,7 @@ from fedbone.federation.outcome_messages import (
     outcome_reply,
 )
 from fedbone.federation.records import arrays_to_record, record_to_arrays
+from fedbone.federation.replay import replay_mod
 from fedbone.federation.site_context import (
     guard_and_log_for,
     load_site_for,
@@ -89,7 +92,14 @@ from fedbone.training.site_round import evaluate_round, train_round
 
 __all__ = ["app"]
 
-app = ClientApp(mods=[egress_mod(guard_and_log_for)])
+def _work_dir(message: Message, context: Context) -> Path:
+    return load_site_for(message, context).work_dir
+
+
+# The guard comes first so that every reply, replayed ones too, is screened
+# and logged; the replay mod answers a repeated request (a restarted centre
+# resending the round in flight) from the reply the site already made.
+app = ClientApp(mods=[egress_mod(guard_and_log_for), replay_mod(_work_dir)])
 
 _ARRAYS = "arrays"
 _GENERATOR = "generator"
