@@ -102,6 +102,8 @@ class TrainingSettings:
     min_train_sites: int = 1
     krum_byzantine: int = 0
     round_timeout_s: float = 3600.0
+    census_timeout_s: float = 300.0
+    """How long the census waits for the expected sites to connect."""
     """How long a round waits for sites' replies; late or dead sites are left
     out of that round (the strategy needs ``min_train_sites`` replies)."""
 
@@ -257,6 +259,14 @@ def _read_training(c: StudyCollector, raw: Mapping[str, Any]) -> TrainingSetting
         ),
         krum_byzantine=c.integer(
             t, "krum_byzantine", "training.krum_byzantine", d.krum_byzantine, 0, 100
+        ),
+        census_timeout_s=c.number(
+            t,
+            "census_timeout_s",
+            "training.census_timeout_s",
+            d.census_timeout_s,
+            1.0,
+            7 * 86400.0,
         ),
         round_timeout_s=c.number(
             t,

@@ -61,7 +61,9 @@ def run_census(run: StudyRun) -> None:
         expected = len(run.sim_site_configs)
     else:
         expected = run.study.training.min_train_sites
-    nodes = wait_for_nodes(run.grid, expected)
+    nodes = wait_for_nodes(
+        run.grid, expected, timeout_s=run.study.training.census_timeout_s
+    )
     replies = run.query("census", nodes, RecordDict({"config": run.config("census")}))
     for reply in replies:
         site = reply.content.config_records["site"]
