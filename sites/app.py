@@ -92,6 +92,7 @@ from fedbone.training.site_round import evaluate_round, train_round
 
 __all__ = ["app"]
 
+
 def _work_dir(message: Message, context: Context) -> Path:
     return load_site_for(message, context).work_dir
 

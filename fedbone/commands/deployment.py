@@ -60,6 +60,14 @@ def add_server_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--log", type=Path, default=None, help="also keep the output in this file"
     )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue this interrupted run folder (on the centre) from its "
+        "checkpoint, e.g. after the centre was restarted",
+    )
     server.set_defaults(func=run_server)
 
 
@@ -172,6 +180,7 @@ def _server_run(args: argparse.Namespace) -> int:
             log_path=log,
             stream=args.stream,
             on_line=print if args.stream else None,
+            resume_run_dir=args.resume,
         )
     print(f"run {outcome.run_id}: {outcome.status}")
     return 0 if outcome.completed else 1

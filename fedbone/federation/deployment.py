@@ -51,6 +51,7 @@ __all__ = [
     "flower_env",
     "online_node_ids",
     "register_site_keys",
+    "run_arguments",
     "split_address",
     "start_flower_process",
     "submit_run",
@@ -472,6 +473,32 @@ class RunOutcome:
         return self.status == "finished:completed"
 
 
+def _quoted(path: Path) -> str:
+    return '"' + str(path.resolve()).replace('"', '\\"') + '"'
+
+
+def run_arguments(
+    app_dir: Path,
+    study_config: Path,
+    *,
+    stream: bool = True,
+    resume_run_dir: Path | None = None,
+) -> list[str]:
+    """Return the ``flwr run`` command line submitting the study.
+
+    ``resume_run_dir`` (a run folder on the centre) makes the ServerApp
+    continue that interrupted run from its checkpoint.
+    """
+    run_config = f"study-config={_quoted(study_config)}"
+    if resume_run_dir is not None:
+        run_config += f" resume-run-dir={_quoted(resume_run_dir)}"
+    command = ["flwr", "run", str(app_dir.resolve()), CONNECTION_NAME]
+    command += ["--run-config", run_config]
+    if stream:
+        command.append("--stream")
+    return command
+
+
 def submit_run(
     flwr_home: Path,
     app_dir: Path,
@@ -481,23 +508,24 @@ def submit_run(
     stream: bool = True,
     timeout_s: float = 3600.0,
     on_line: Callable[[str], None] | None = None,
+    resume_run_dir: Path | None = None,
 ) -> RunOutcome:
     """Submit the fedbone app with ``study-config`` and wait for it to end.
 
     ``flwr run`` builds a FAB from ``app_dir`` (sources and configs only) and
     ships it to the SuperLink; the study YAML path is read on the centre.
     Every output line goes to ``log_path`` and, if given, to ``on_line``.
+    ``resume_run_dir``: continue that interrupted run (after a centre restart)
+    instead of starting a new one.
 
     Raises
     ------
     DeploymentError
         If the run could not be submitted or did not end within ``timeout_s``.
     """
-    study = str(study_config.resolve()).replace('"', '\\"')
-    command = ["flwr", "run", str(app_dir.resolve()), CONNECTION_NAME]
-    command += ["--run-config", f'study-config="{study}"']
-    if stream:
-        command.append("--stream")
+    command = run_arguments(
+        app_dir, study_config, stream=stream, resume_run_dir=resume_run_dir
+    )
     _run_logged(command, flwr_home, log_path, timeout_s, on_line)
     found = _STARTED_RUN.findall(log_path.read_text(errors="replace"))
     if not found:
