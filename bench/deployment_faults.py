@@ -39,16 +39,16 @@ from deployment_cluster import (  # noqa: E402
     RECEIVING,
     Cluster,
     count_in_log,
-    crash,
     loopback_cluster,
     make_training_site,
 )
 
-from fedbone.federation.deployment import (  # noqa: E402
+from fedbone.federation.flower_control import (  # noqa: E402
     register_site_keys,
     submit_run,
     wait_for_online_nodes,
 )
+from fedbone.federation.flower_process import kill_tree  # noqa: E402
 from fedbone.security.pki import create_study_pki  # noqa: E402
 from fedbone.study_config import load_study_config  # noqa: E402
 from server.checkpoint import load_checkpoint  # noqa: E402
@@ -201,8 +201,8 @@ def centre_restart(root: Path, rounds: int) -> dict[str, Any]:
                     run_dir = candidate
             time.sleep(0.2)
         assert run_dir is not None and cluster.superlink is not None
-        crash(cluster.superlink)
-        crash(interrupted)
+        kill_tree(cluster.superlink)
+        kill_tree(interrupted)
         restarted = time.time()
         cluster.start_superlink()
         listening = time.time() - restarted

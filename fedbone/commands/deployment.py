@@ -149,10 +149,8 @@ def _server_start(args: argparse.Namespace) -> int:
 
 
 def _server_register(args: argparse.Namespace) -> int:
-    from fedbone.federation.deployment import (
-        register_site_keys,
-        write_connection_config,
-    )
+    from fedbone.federation.deployment import write_connection_config
+    from fedbone.federation.flower_control import register_site_keys
     from fedbone.security.pki import StudyPki
 
     pki = StudyPki.at(args.pki)
@@ -166,7 +164,8 @@ def _server_register(args: argparse.Namespace) -> int:
 
 
 def _server_run(args: argparse.Namespace) -> int:
-    from fedbone.federation.deployment import submit_run, write_connection_config
+    from fedbone.federation.deployment import write_connection_config
+    from fedbone.federation.flower_control import submit_run
     from fedbone.security.pki import StudyPki
 
     pki = StudyPki.at(args.pki)

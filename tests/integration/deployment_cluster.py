@@ -8,30 +8,29 @@ centre (SuperLink, SuperExec and ServerApp at once) and bring either back.
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from fedbone.federation.deployment import (
-    FlowerProcess,
     SuperLinkSpec,
     SuperNodeSpec,
-    _descendants,
     flower_env,
-    run_arguments,
-    start_flower_process,
     superlink_arguments,
     supernode_arguments,
-    wait_until_listening,
     write_connection_config,
+)
+from fedbone.federation.flower_control import run_arguments
+from fedbone.federation.flower_process import (
+    FlowerProcess,
+    start_flower_process,
+    wait_until_listening,
 )
 from fedbone.security.pki import StudyPki
 
@@ -65,14 +64,6 @@ def wait_for_count(path: Path, needle: str, count: int, timeout_s: float) -> Non
         if time.monotonic() > deadline:
             raise TimeoutError(f"{needle!r} not seen {count} times in {path}")
         time.sleep(0.1)
-
-
-def crash(process: FlowerProcess) -> None:
-    """SIGKILL ``process`` and everything it started, as a power cut would."""
-    for pid in [process.process.pid, *_descendants(process.process.pid)]:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    process.process.wait(timeout=10.0)
 
 
 @dataclass

@@ -24,13 +24,13 @@ from deployment_cluster import (
 
 from fedbone.commands.deployment import run_server
 from fedbone.config import load_site_config
-from fedbone.federation.deployment import (
+from fedbone.federation.egress import EgressLog
+from fedbone.federation.flower_control import (
     RunOutcome,
     online_node_ids,
     submit_run,
     wait_for_online_nodes,
 )
-from fedbone.federation.egress import EgressLog
 from fedbone.security.pki import create_study_pki
 from fedbone.study_config import load_study_config
 from server.simulation import prepare_simulated_sites

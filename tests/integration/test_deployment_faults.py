@@ -27,7 +27,6 @@ from deployment_cluster import (
     RECEIVING,
     Cluster,
     count_in_log,
-    crash,
     loopback_cluster,
     make_training_site,
     missing_binaries,
@@ -35,12 +34,13 @@ from deployment_cluster import (
 
 from fedbone.commands.deployment import run_server
 from fedbone.config import load_site_config
-from fedbone.federation.deployment import (
+from fedbone.federation.egress import EgressLog
+from fedbone.federation.flower_control import (
     RunOutcome,
     submit_run,
     wait_for_online_nodes,
 )
-from fedbone.federation.egress import EgressLog
+from fedbone.federation.flower_process import kill_tree
 from fedbone.security.pki import create_study_pki
 from fedbone.study_config import load_study_config
 from server.checkpoint import load_checkpoint
@@ -173,8 +173,8 @@ def test_a_killed_centre_resumes_without_repeating_site_work(
     run_dir = _wait_for_round_checkpoint(runs_dir, interrupted)
     assert cluster.superlink is not None
 
-    crash(cluster.superlink)
-    crash(interrupted)
+    kill_tree(cluster.superlink)
+    kill_tree(interrupted)
     restarted_at = time.monotonic()
     cluster.start_superlink()
     cluster.restart_exited_sites()
