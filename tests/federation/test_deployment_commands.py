@@ -80,9 +80,7 @@ def test_the_supernode_authenticates_and_quotes_its_site_config(
     assert "--insecure" not in argv
     assert "--allow-runtime-dependency-installation" not in argv
     assert _value_after(argv, "--root-certificates") == str(tmp_path / "ca.crt")
-    assert _value_after(argv, "--auth-supernode-private-key") == str(
-        tmp_path / "A.key"
-    )
+    assert _value_after(argv, "--auth-supernode-private-key") == str(tmp_path / "A.key")
     assert _value_after(argv, "--node-config") == (
         'site-config="' + str(config).replace('"', '\\"') + '"'
     )
