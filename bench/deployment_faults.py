@@ -2,6 +2,9 @@
 
 (a) Rounds completed while one of three training sites drops out every round
     (a different site stopped each round, started again at once).
+(a') A site killed outright (SIGKILL of the whole site, as a power cut) in
+    round 2 and started again at once with ``fedbone site start``: seconds
+    until the SuperLink lets it back in, and the round it rejoins.
 (b) Seconds from a SuperLink restart (centre killed after round 1's
     checkpoint) to the first round of the resumed run.
 (c) Seconds per round of the same study with TLS + SuperNode authentication
@@ -41,6 +44,7 @@ from deployment_cluster import (  # noqa: E402
     count_in_log,
     loopback_cluster,
     make_training_site,
+    wait_for_count,
 )
 
 from fedbone.federation.flower_control import (  # noqa: E402
@@ -55,6 +59,10 @@ from server.checkpoint import load_checkpoint  # noqa: E402
 from server.simulation import prepare_simulated_sites  # noqa: E402
 
 logger = logging.getLogger("bench.deployment_faults")
+#: What a SuperNode logs once the SuperLink has activated it.
+ACTIVATED = "SuperNode ID:"
+#: What ``fedbone site start`` logs when the SuperLink refuses the site.
+REFUSED = "refused to activate"
 SITE_HOSTS = {"A": "127.0.0.2", "B": "127.0.0.3", "C": "127.0.0.4"}
 RUN_TIMEOUT_S = 400.0
 
@@ -86,7 +94,9 @@ def write_study(root: Path, name: str, rounds: int) -> Path:
 
 
 @contextmanager
-def federation(root: Path, *, insecure: bool = False) -> Iterator[Cluster]:
+def federation(
+    root: Path, *, insecure: bool = False, sites_via_cli: bool = True
+) -> Iterator[Cluster]:
     """SuperLink + three training sites, every process stopped on exit."""
     study = write_study(root, "setup", 1)
     prepare_simulated_sites(load_study_config(study))
@@ -99,7 +109,9 @@ def federation(root: Path, *, insecure: bool = False) -> Iterator[Cluster]:
         sites=sorted(SITE_HOSTS),
         days=1,
     )
-    with loopback_cluster(root, pki, insecure=insecure) as cluster:
+    with loopback_cluster(
+        root, pki, insecure=insecure, sites_via_cli=sites_via_cli
+    ) as cluster:
         cluster.start_superlink()
         if not insecure:
             register_site_keys(
@@ -149,7 +161,9 @@ def timed_run(
     return outcome.completed, marks
 
 
-def dropout_every_round(root: Path, rounds: int) -> dict[str, Any]:
+def dropout_every_round(
+    root: Path, rounds: int, *, crash: bool = False
+) -> dict[str, Any]:
     with federation(root) as cluster:
         study = write_study(root, "dropout", rounds)
         needle = RECEIVING.format(kind="train")
@@ -167,7 +181,9 @@ def dropout_every_round(root: Path, rounds: int) -> dict[str, Any]:
             site = sorted(SITE_HOSTS)[(number - 1) % len(SITE_HOSTS)]
             # A stopped site had taken that round's request, so by round n
             # every site has taken n (its log file outlives its processes).
-            cluster.stop_site_in_round(site, number, before[site], RUN_TIMEOUT_S)
+            cluster.stop_site_in_round(
+                site, number, before[site], RUN_TIMEOUT_S, crash=crash
+            )
             dropped.append(site)
             time.sleep(1.0)
             cluster.restart_site(site)
@@ -179,11 +195,49 @@ def dropout_every_round(root: Path, rounds: int) -> dict[str, Any]:
     }
     return {
         "rounds": rounds,
+        "how": "SIGKILL of the whole site" if crash else "SIGTERM to the SuperNode",
         "completed": bool(result.get("completed")),
         "dropped_site_per_round": dropped,
         "sites_per_round": by_round,
         "rounds_completed": sum(1 for sites in by_round.values() if len(sites) >= 2),
         "study_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def site_crash(root: Path, rounds: int, crashed: str = "C") -> dict[str, Any]:
+    with federation(root) as cluster:
+        study = write_study(root, "crash", rounds)
+        log = cluster.site_log(crashed)
+        received = count_in_log(log, RECEIVING.format(kind="train"))
+        result: dict[str, Any] = {}
+
+        def run_study() -> None:
+            result["completed"], _ = timed_run(cluster, study, "crash.log")
+
+        worker = threading.Thread(target=run_study, daemon=True)
+        worker.start()
+        cluster.stop_site_in_round(crashed, 2, received, RUN_TIMEOUT_S, crash=True)
+        killed = time.monotonic()
+        activations = count_in_log(log, ACTIVATED)
+        refusals = count_in_log(log, REFUSED)
+        cluster.restart_site(crashed)
+        wait_for_count(log, ACTIVATED, activations + 1, RUN_TIMEOUT_S)
+        back_after = time.monotonic() - killed
+        worker.join(RUN_TIMEOUT_S + 60.0)
+        refused = count_in_log(log, REFUSED) - refusals
+        entries = train_entries(root / "runs" / "crash")
+    by_round = {
+        n: sorted(e["site"] for e in entries if e["round"] == n)
+        for n in range(1, rounds + 1)
+    }
+    rejoined = next((n for n in range(3, rounds + 1) if crashed in by_round[n]), None)
+    return {
+        "rounds": rounds,
+        "completed": bool(result.get("completed")),
+        "sites_per_round": by_round,
+        "kill_to_activated_s": round(back_after, 1),
+        "refused_attempts": refused,
+        "rejoined_in_round": rejoined,
     }
 
 
@@ -224,7 +278,7 @@ def centre_restart(root: Path, rounds: int) -> dict[str, Any]:
 
 
 def round_seconds(root: Path, rounds: int, insecure: bool) -> list[float]:
-    with federation(root, insecure=insecure) as cluster:
+    with federation(root, insecure=insecure, sites_via_cli=False) as cluster:
         study = write_study(root, "tls" if not insecure else "plain", rounds)
         completed, marks = timed_run(cluster, study, "timing.log")
     if not completed:
@@ -236,6 +290,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/fedbone-bench-faults"))
     parser.add_argument("--dropout-rounds", type=int, default=4)
+    parser.add_argument("--crash-rounds", type=int, default=4)
     parser.add_argument("--restart-rounds", type=int, default=3)
     parser.add_argument("--timing-rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -259,6 +314,7 @@ def main() -> int:
         "dropout_every_round": dropout_every_round(
             work / "dropout", args.dropout_rounds
         ),
+        "site_crash": site_crash(work / "crash", args.crash_rounds),
         "centre_restart": centre_restart(work / "restart", args.restart_rounds),
     }
     results["bench_seconds"] = round(time.monotonic() - began, 1)
@@ -273,6 +329,7 @@ def markdown(results: dict[str, Any]) -> str:
     timing = results["tls_vs_plaintext"]
     dropout = results["dropout_every_round"]
     restart = results["centre_restart"]
+    crash = results["site_crash"]
     lines = [
         "# Deployment faults and TLS cost (loopback, real Flower processes)",
         "",
@@ -284,6 +341,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{dropout['rounds_completed']} / {dropout['rounds']} "
         f"(study completed: {dropout['completed']}) |",
         f"| sites per round | {dropout['sites_per_round']} |",
+        f"| site C killed (SIGKILL) in round 2 of {crash['rounds']}: sites per "
+        f"round | {crash['sites_per_round']} (study completed: "
+        f"{crash['completed']}) |",
+        f"| kill -> C activated again (s); refused attempts before | "
+        f"{crash['kill_to_activated_s']}; {crash['refused_attempts']} |",
+        f"| round C rejoined | {crash['rejoined_in_round']} |",
         f"| SuperLink restart -> first resumed round (s) | "
         f"{restart['restart_to_resumed_round_s']} |",
         f"| of which: SuperLink listening / 3 sites online (s) | "

@@ -23,9 +23,9 @@ ENV FLWR_HOME=/state/.flwr MPLCONFIGDIR=/tmp/matplotlib HOME=/state
 # Relative outputs (runs/<run-id>/...) land in the persistent volume.
 WORKDIR /state
 USER fedbone
-# 9092: Fleet API, the only port sites connect to. 9093: Control API, for
-# submitting studies; keep it off the hospital-facing network.
-EXPOSE 9092 9093
+# 9092: Flower 1.42 serves the Fleet API (sites), the Control API (flwr) and
+# the runtime API on this one HTTPS port.
+EXPOSE 9092
 # /state holds the SuperLink database (resume after a restart) and the results.
 VOLUME ["/state"]
 ENTRYPOINT ["fedbone"]

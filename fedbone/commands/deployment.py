@@ -107,6 +107,14 @@ def add_site_parser(sub: argparse._SubParsersAction) -> None:
         help="HOST:PORT of the local API the site's ClientApps use (distinct per "
         "SuperNode on one machine)",
     )
+    start.add_argument(
+        "--activation-retry-s",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="keep retrying this long while the SuperLink refuses the site "
+        "(after a crash it holds the old connection for up to 60 s; default 180)",
+    )
     start.set_defaults(func=run_site)
     add_egress_log_parser(actions)
 
@@ -186,7 +194,12 @@ def _server_run(args: argparse.Namespace) -> int:
 
 
 def run_site(args: argparse.Namespace) -> int:
-    """Run ``fedbone site start``: check the inputs, then become the SuperNode."""
+    """Run ``fedbone site start``: check the inputs, then run the SuperNode.
+
+    The SuperNode runs as a child that is started again while the SuperLink
+    refuses it (a restart right after a crash); see
+    :mod:`fedbone.federation.supernode_supervisor`.
+    """
     from fedbone.config import load_site_config
     from fedbone.errors import Problem
     from fedbone.federation.deployment import (
@@ -195,6 +208,7 @@ def run_site(args: argparse.Namespace) -> int:
         flower_env,
         supernode_arguments,
     )
+    from fedbone.federation.supernode_supervisor import run_supernode
 
     if args.site_command != "start":
         raise ValueError(f"unknown site action {args.site_command!r}")
@@ -213,6 +227,9 @@ def run_site(args: argparse.Namespace) -> int:
         site_config=args.config,
         runtime_address=args.runtime_address,
     )
-    argv = supernode_arguments(spec)
-    env = flower_env(site.work_dir / "flwr-home")
-    os.execvpe(argv[0], argv, env)
+    return run_supernode(
+        supernode_arguments(spec),
+        flower_env(site.work_dir / "flwr-home"),
+        site=site.site_id,
+        retry_s=args.activation_retry_s,
+    )

@@ -29,6 +29,7 @@ from fedbone.federation.deployment import (
 from fedbone.federation.flower_control import run_arguments
 from fedbone.federation.flower_process import (
     FlowerProcess,
+    kill_tree,
     start_flower_process,
     wait_until_listening,
 )
@@ -73,6 +74,9 @@ class Cluster:
     superlink_address: str
     centre_home: Path
     insecure: bool = False
+    #: Start sites with ``fedbone site start`` (its supervisor retries a
+    #: refused activation) instead of ``flower-supernode`` directly.
+    sites_via_cli: bool = False
     processes: list[FlowerProcess] = field(default_factory=list)
     superlink: FlowerProcess | None = None
     sites: dict[str, FlowerProcess] = field(default_factory=dict)
@@ -109,6 +113,8 @@ class Cluster:
         argv = supernode_arguments(spec)
         if self.insecure:
             argv = _plaintext_supernode(argv)
+        elif self.sites_via_cli:
+            argv = _site_start_command(spec)
         process = self._start(f"site {site}", argv, f"site-{site}")
         self.sites[site] = process
         self._site_args[site] = (host, site_config)
@@ -118,13 +124,21 @@ class Cluster:
         return self.root / "logs" / f"site-{site}.log"
 
     def stop_site_in_round(
-        self, site: str, round_number: int, received_before: int, timeout_s: float
+        self,
+        site: str,
+        round_number: int,
+        received_before: int,
+        timeout_s: float,
+        *,
+        crash: bool = False,
     ) -> None:
         """Stop ``site`` once it has taken training request ``round_number``.
 
         ``received_before``: training requests it had taken before the run.
-        The SuperNode gets SIGTERM (it tells the SuperLink it leaves) and
-        its ClientApp, busy with the round, is killed with it.
+        By default the SuperNode gets SIGTERM (it tells the SuperLink it
+        leaves) and its ClientApp, busy with the round, is killed with it;
+        ``crash`` SIGKILLs the whole site at once, as a power cut would, so
+        the SuperLink learns nothing until the heartbeat lapses.
         """
         wait_for_count(
             self.site_log(site),
@@ -132,7 +146,10 @@ class Cluster:
             received_before + round_number,
             timeout_s,
         )
-        self.sites[site].stop(timeout_s=10.0)
+        if crash:
+            kill_tree(self.sites[site])
+        else:
+            self.sites[site].stop(timeout_s=10.0)
 
     def restart_site(self, site: str) -> FlowerProcess:
         """Start ``site`` again: same key, same site config, same host."""
@@ -173,6 +190,25 @@ class Cluster:
         return process
 
 
+def _site_start_command(spec: SuperNodeSpec) -> list[str]:
+    fedbone = str(Path(sys.executable).parent / "fedbone")
+    return [
+        fedbone,
+        "site",
+        "start",
+        "--config",
+        str(spec.site_config),
+        "--superlink",
+        spec.superlink,
+        "--pki-ca",
+        str(spec.ca_certificate),
+        "--key",
+        str(spec.private_key),
+        "--runtime-address",
+        spec.runtime_address,
+    ]
+
+
 def _without(argv: list[str], flags_with_value: tuple[str, ...]) -> list[str]:
     kept: list[str] = []
     skip = False
@@ -200,7 +236,7 @@ def _plaintext_supernode(argv: list[str]) -> list[str]:
 
 @contextmanager
 def loopback_cluster(
-    root: Path, pki: StudyPki, *, insecure: bool = False
+    root: Path, pki: StudyPki, *, insecure: bool = False, sites_via_cli: bool = False
 ) -> Iterator[Cluster]:
     """Yield a cluster whose every started process is stopped on exit.
 
@@ -215,7 +251,9 @@ def loopback_cluster(
             '[superlink]\ndefault = "fedbone"\n\n'
             f'[superlink.fedbone]\naddress = "{address}"\ninsecure = true\n'
         )
-    cluster = Cluster(root, pki, address, centre_home, insecure=insecure)
+    cluster = Cluster(
+        root, pki, address, centre_home, insecure=insecure, sites_via_cli=sites_via_cli
+    )
     try:
         yield cluster
     finally:
