@@ -198,10 +198,13 @@ def run_site(args: argparse.Namespace) -> int:
 
     The SuperNode runs as a child that is started again while the SuperLink
     refuses it (a restart right after a crash); see
-    :mod:`fedbone.federation.supernode_supervisor`.
+    :mod:`fedbone.federation.supernode_supervisor`. Its ClientApps run only
+    study apps whose code is byte-identical to the fedbone installed here
+    (:mod:`fedbone.federation.app_pinning`).
     """
     from fedbone.config import load_site_config
     from fedbone.errors import Problem
+    from fedbone.federation.app_pinning import write_clientapp_shim
     from fedbone.federation.deployment import (
         DeploymentError,
         SuperNodeSpec,
@@ -227,9 +230,14 @@ def run_site(args: argparse.Namespace) -> int:
         site_config=args.config,
         runtime_address=args.runtime_address,
     )
+    env = flower_env(site.work_dir / "flwr-home")
+    # Flower's SuperExec starts `flwr-clientapp` by name: ours comes first and
+    # installs a study's app only if its code is the code installed here.
+    shim = write_clientapp_shim(site.work_dir / "pinned-bin")
+    env["PATH"] = os.pathsep.join([str(shim.parent), env["PATH"]])
     return run_supernode(
         supernode_arguments(spec),
-        flower_env(site.work_dir / "flwr-home"),
+        env,
         site=site.site_id,
         retry_s=args.activation_retry_s,
     )

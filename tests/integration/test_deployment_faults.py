@@ -9,13 +9,15 @@ SuperLink lets go of its old connection (up to 60 s), retries, and takes part
 again by round 4. The centre killed (SIGKILL) after round 1's checkpoint: a
 restarted SuperLink on the same state database and a resubmitted run with
 ``resume_run_dir`` finish the study with every round once per site and no
-site training twice.
+site training twice. A run whose app differs by one comment from the code
+the sites installed is refused by every site before any of it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import threading
 import time
 from collections import Counter
@@ -68,6 +70,7 @@ def _write_study(root: Path, name: str, rounds: int = ROUNDS) -> Path:
             "local_epochs": 1,
             "min_train_sites": 2,
             "round_timeout_s": 30,
+            "census_timeout_s": 60,
         },
         # Only used here to write and prepare the phantom hospitals.
         "simulation": {
@@ -241,3 +244,44 @@ def _wait_for_round_checkpoint(runs_dir: Path, run: Any) -> Path:
             raise AssertionError(f"the run ended early:\n{run.log_tail()}")
         time.sleep(0.2)
     raise AssertionError("no federated round was checkpointed in time")
+
+
+def _tampered_copy(destination: Path) -> Path:
+    """The project's app with one comment added to the sites' ClientApp."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("fedbone", "sites", "server", "configs"):
+        shutil.copytree(PROJECT_DIR / folder, destination / folder, ignore=ignore)
+    shutil.copy2(PROJECT_DIR / "pyproject.toml", destination / "pyproject.toml")
+    app = destination / "sites" / "app.py"
+    app.write_text(app.read_text() + "# changed at the centre\n")
+    return destination
+
+
+def test_sites_refuse_an_app_whose_code_differs_from_theirs(
+    cluster: Cluster, root: Path
+) -> None:
+    study = _write_study(root, "tampered")
+    app_dir = _tampered_copy(root / "tampered-app")
+    needle = "changed-code"
+    refusals = {s: count_in_log(cluster.site_log(s), needle) for s in SITE_HOSTS}
+
+    outcome = submit_run(
+        cluster.centre_home,
+        app_dir,
+        study,
+        log_path=root / "logs" / "tampered-run.log",
+        timeout_s=RUN_TIMEOUT_S,
+    )
+
+    assert not outcome.completed, outcome.status
+    for site in SITE_HOSTS:
+        log = cluster.site_log(site)
+        assert count_in_log(log, "changed-code") > refusals[site], site
+        assert "sites/app.py" in log.read_text()
+        egress_log, _ = _site_work(root, site)
+        sent = [
+            e
+            for e in EgressLog(egress_log).entries()
+            if str(e["run-name"]).startswith("tampered")
+        ]
+        assert sent == [], (site, sent)
