@@ -200,17 +200,17 @@ def run_site(args: argparse.Namespace) -> int:
     refuses it (a restart right after a crash); see
     :mod:`fedbone.federation.supernode_supervisor`. Its ClientApps run only
     study apps whose code is byte-identical to the fedbone installed here
-    (:mod:`fedbone.federation.app_pinning`).
+    (:mod:`fedbone.federation.pinned_clientapp`).
     """
     from fedbone.config import load_site_config
     from fedbone.errors import Problem
-    from fedbone.federation.app_pinning import write_clientapp_shim
     from fedbone.federation.deployment import (
         DeploymentError,
         SuperNodeSpec,
         flower_env,
         supernode_arguments,
     )
+    from fedbone.federation.pinned_clientapp import write_clientapp_shim
     from fedbone.federation.supernode_supervisor import run_supernode
 
     if args.site_command != "start":

@@ -16,11 +16,11 @@ used offline, so a site checks the FAB itself before Flower installs it:
 - no member path escapes the app folder;
 - the FAB's ``pyproject.toml`` names our ClientApp, ``sites.app:app``.
 
-:func:`write_clientapp_shim` writes a ``flwr-clientapp`` executable that runs
-Flower's own ``flwr-clientapp`` with that check in front of the install
-(:func:`run_pinned_clientapp`); ``fedbone site start`` puts its folder first on
-the SuperNode's ``PATH``. A refused FAB raises inside Flower's task, so Flower
-replies with its ordinary error message (no data) and no study code runs.
+:mod:`fedbone.federation.pinned_clientapp` runs Flower's own
+``flwr-clientapp`` with that check in front of the install; ``fedbone site
+start`` puts it first on the SuperNode's ``PATH``. A refused FAB raises
+inside Flower's task, so Flower replies with its ordinary error message (no
+data) and no study code runs.
 """
 
 from __future__ import annotations
@@ -30,17 +30,14 @@ import importlib
 import importlib.util
 import io
 import logging
-import os
-import sys
 import tomllib
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fedbone.errors import Problem, ProblemsError
-from fedbone.federation.deployment import DeploymentError
 
 __all__ = [
     "ALLOWED_DATA_SUFFIXES",
@@ -50,9 +47,6 @@ __all__ = [
     "check_fab",
     "fab_problems",
     "installed_package_dirs",
-    "pinned_install_from_fab",
-    "run_pinned_clientapp",
-    "write_clientapp_shim",
 ]
 
 logger = logging.getLogger(__name__)
@@ -315,125 +309,3 @@ def check_fab(fab_content: bytes, installed: Mapping[str, Path] | None = None) -
     folders = installed_package_dirs() if installed is None else installed
     subject = f"sha256 {_sha256(fab_content)[:12]}"
     AppNotAllowedError.raise_if_any(subject, fab_problems(fab_content, folders))
-
-
-def pinned_install_from_fab(
-    original: Callable[..., Path], installed: Mapping[str, Path]
-) -> Callable[..., Path]:
-    """Wrap Flower's ``install_from_fab`` so it installs only pinned FABs.
-
-    Parameters
-    ----------
-    original
-        ``flwr.cli.install.install_from_fab`` (or what stands in for it).
-    installed
-        Pinned package folders, found before any FAB is on ``sys.path``.
-
-    Returns
-    -------
-    Callable[..., Path]
-        Same signature as ``original``; raises :class:`AppNotAllowedError`
-        (after logging it) without calling ``original`` for a refused FAB.
-    """
-
-    def install_pinned(
-        fab_file: Path | bytes,
-        install_dir: Path | None = None,
-        skip_prompt: bool = False,
-    ) -> Path:
-        content = fab_file if isinstance(fab_file, bytes) else fab_file.read_bytes()
-        try:
-            check_fab(content, installed)
-        except AppNotAllowedError as refusal:
-            logger.error("Refused to run the study's ClientApp: %s", refusal)
-            raise
-        logger.info(
-            "FAB sha256 %s holds only the code installed here; installing it",
-            _sha256(content)[:12],
-        )
-        return original(fab_file, install_dir=install_dir, skip_prompt=skip_prompt)
-
-    return install_pinned
-
-
-def _exit_status(code: object) -> int:
-    if code is None:
-        return 0
-    return code if isinstance(code, int) else 1
-
-
-def run_pinned_clientapp() -> int:
-    """Run Flower's ``flwr-clientapp`` with the FAB check in front of the install.
-
-    Replaces ``install_from_fab`` in ``flwr.supernode.runtime.run_clientapp``
-    (the name ``run_clientapp`` calls) for the duration of the run.
-
-    Returns
-    -------
-    int
-        The exit status Flower's ``flwr-clientapp`` ends with.
-    """
-    runtime: Any = importlib.import_module("flwr.supernode.runtime.run_clientapp")
-    command: Any = importlib.import_module("flwr.supernode.cli.flwr_clientapp")
-    # Looked up now, before Flower puts any FAB folder first on sys.path.
-    installed = installed_package_dirs()
-    original = runtime.install_from_fab
-    runtime.install_from_fab = pinned_install_from_fab(original, installed)
-    try:
-        command.flwr_clientapp()
-    except SystemExit as flower_exit:
-        # Flower ends every task through sys.exit (its flwr_exit).
-        return _exit_status(flower_exit.code)
-    finally:
-        runtime.install_from_fab = original
-    return 0
-
-
-def write_clientapp_shim(bin_dir: Path) -> Path:
-    """Write the ``flwr-clientapp`` executable that runs the pinned ClientApp.
-
-    Parameters
-    ----------
-    bin_dir
-        Folder to put first on the SuperNode's ``PATH``; created if needed.
-
-    Returns
-    -------
-    Path
-        The executable (mode 0o755), rewritten only when its text changes.
-
-    Raises
-    ------
-    DeploymentError
-        If this Python's path cannot be used on a ``#!`` line.
-    """
-    if any(ch.isspace() for ch in sys.executable):
-        raise DeploymentError(
-            sys.executable,
-            [
-                Problem(
-                    "unusable-python-path",
-                    "the Python running fedbone lives at a path with spaces, which "
-                    "a #! line cannot hold; install fedbone in a virtual "
-                    "environment whose path has no spaces",
-                )
-            ],
-        )
-    text = (
-        f"#!{sys.executable}\n"
-        '"""flwr-clientapp for a fedbone site: run only code installed here."""\n'
-        "import sys\n\n"
-        "from fedbone.federation.app_pinning import run_pinned_clientapp\n\n"
-        "sys.exit(run_pinned_clientapp())\n"
-    )
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    shim = bin_dir / "flwr-clientapp"
-    if not shim.is_file() or shim.read_text(encoding="utf-8") != text:
-        # Written beside and renamed: a SuperExec starting a ClientApp right now
-        # sees the old or the new script, never half of one.
-        partial = bin_dir / f".flwr-clientapp.{os.getpid()}.tmp"
-        partial.write_text(text, encoding="utf-8")
-        partial.chmod(0o755)
-        partial.replace(shim)
-    shim.chmod(0o755)
-    return shim

@@ -50,6 +50,7 @@ __all__ = [
     "RequestSnapshot",
     "SiteTaskError",
     "egress_mod",
+    "log_error_reply",
 ]
 
 logger = logging.getLogger(__name__)
@@ -302,6 +303,15 @@ def _log(
 def _text_digest(text: str) -> tuple[int, str]:
     data = text.encode("utf-8")
     return len(data), hashlib.sha256(data).hexdigest()
+
+
+def log_error_reply(log: EgressLog, request: Message, reason: str) -> None:
+    """Log an error reply to ``request`` that leaves without passing a handler.
+
+    For replies Flower makes itself (e.g. a refused app bundle): the entry's
+    bytes and sha256 are those of ``reason``, its verdict ``error``.
+    """
+    _log(log, RequestSnapshot.of(request), _text_digest(reason), VERDICT_ERROR, reason)
 
 
 class SiteTaskError(FedboneError):

@@ -45,6 +45,7 @@ ACTIVATION_REFUSED = b"Exit Code: 305"
 #: Long enough for the SuperLink to let go of a crashed site (2 x 30 s + margin).
 DEFAULT_ACTIVATION_RETRY_S = 180.0
 _PR_SET_CHILD_SUBREAPER = 36
+_FORWARD_GRACE_S = 3.0
 
 
 def run_supernode(
@@ -84,10 +85,16 @@ def run_supernode(
     running: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return
         stopping.set()
-        for process in running:
-            if process.poll() is None:
-                process.send_signal(signum)
+        # Flower's SuperNode leaves gracefully (tells the SuperLink) on its
+        # first SIGTERM and dies at once on a second. When the signal went to
+        # every process (systemd, a process-tree stop) it has one already, so
+        # pass it on only if the SuperNode is still there after a grace time.
+        timer = threading.Timer(_FORWARD_GRACE_S, _signal_alive, (running, signum))
+        timer.daemon = True
+        timer.start()
 
     restore = _install_handlers(forward)
     deadline = time.monotonic() + retry_s
@@ -102,6 +109,9 @@ def run_supernode(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Ctrl-C in a terminal reaches the supervisor only, which
+                # passes it on once.
+                start_new_session=True,
             )
             running[:] = [process]
             relay = _OutputRelay(process)
@@ -127,6 +137,12 @@ def run_supernode(
                 return code
     finally:
         restore()
+
+
+def _signal_alive(running: list[subprocess.Popen[bytes]], signum: int) -> None:
+    for process in running:
+        if process.poll() is None:
+            process.send_signal(signum)
 
 
 class _OutputRelay:

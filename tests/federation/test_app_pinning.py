@@ -26,6 +26,8 @@ from fedbone.federation.app_pinning import (
     check_fab,
     fab_problems,
     installed_package_dirs,
+)
+from fedbone.federation.pinned_clientapp import (
     pinned_install_from_fab,
     run_pinned_clientapp,
     write_clientapp_shim,
@@ -350,3 +352,44 @@ def test_shim_is_an_executable_flwr_clientapp_for_this_python(tmp_path: Path) ->
     assert sorted(p.name for p in bin_dir.iterdir()) == ["flwr-clientapp"]
     assert usage.returncode == 0, usage.stderr
     assert "--runtime-api-address" in usage.stdout
+
+
+def test_a_refused_bundle_is_written_to_the_site_egress_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: Flower pulls a census request for a site, then installs a bundle.
+    from federation_messages import context, request
+    from flwr.app import RecordDict
+
+    from fedbone.federation.egress import EgressLog
+
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "manifest.csv").write_text("scan_id\n")
+    (site_dir / "site.yaml").write_text(
+        "site: {id: A}\ndata: {manifest: manifest.csv}\negress_log: logs/egress.jsonl\n"
+    )
+    message = request("query.census", RecordDict())
+    node = context(**{"site-config": str(site_dir / "site.yaml")})
+    runtime = importlib.import_module("flwr.supernode.runtime.run_clientapp")
+    command = importlib.import_module("flwr.supernode.cli.flwr_clientapp")
+    bad = _fab_with({"numpy.py": b"import os\n"})
+
+    def flower_like_main() -> None:
+        runtime.pull_task_input(None)
+        try:
+            runtime.install_from_fab(bad, skip_prompt=True)
+        except AppNotAllowedError:
+            sys.exit(1)
+
+    monkeypatch.setattr(runtime, "pull_task_input", lambda _: (message, node, 0, 0))
+    monkeypatch.setattr(command, "flwr_clientapp", flower_like_main)
+
+    # Execute
+    exit_status = run_pinned_clientapp()
+
+    # Assert
+    entries = EgressLog(site_dir / "logs" / "egress.jsonl").entries()
+    assert exit_status == 1
+    assert [(e["kind"], e["verdict"]) for e in entries] == [("query.census", "error")]
+    assert "foreign-code" in entries[0]["reason"]

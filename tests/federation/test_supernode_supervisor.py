@@ -142,3 +142,30 @@ def _running(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_supernode_signalled_with_the_supervisor_gets_one_sigterm(
+    tmp_path: Path,
+) -> None:
+    # systemd and process-tree stops signal every process; Flower's SuperNode
+    # dies without leaving gracefully on a second SIGTERM.
+    script = _fake_supernode(
+        tmp_path,
+        f"echo $$ > {tmp_path}/pid\n"
+        f"trap 'echo term >> {tmp_path}/term; sleep 1; exit 0' TERM\n"
+        "while true; do sleep 0.1; done\n",
+    )
+    supervisor = _supervise(script)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "pid").is_file():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)
+    child = int((tmp_path / "pid").read_text())
+
+    os.kill(child, signal.SIGTERM)
+    supervisor.send_signal(signal.SIGTERM)
+    supervisor.communicate(timeout=30)
+
+    assert supervisor.returncode == 0
+    assert (tmp_path / "term").read_text().splitlines() == ["term"]
