@@ -284,4 +284,8 @@ def test_sites_refuse_an_app_whose_code_differs_from_theirs(
             for e in EgressLog(egress_log).entries()
             if str(e["run-name"]).startswith("tampered")
         ]
-        assert sent == [], (site, sent)
+        # Only Flower's error reply left, and it is logged as such.
+        assert sent, site
+        assert {(e["verdict"], e["reason"][:12]) for e in sent} == {
+            ("error", "app refused:")
+        }, (site, sent)
