@@ -48,7 +48,6 @@ from deployment_cluster import (  # noqa: E402
 )
 
 from fedbone.federation.flower_control import (  # noqa: E402
-    register_site_keys,
     submit_run,
     wait_for_online_nodes,
 )
@@ -112,15 +111,7 @@ def federation(
     with loopback_cluster(
         root, pki, insecure=insecure, sites_via_cli=sites_via_cli
     ) as cluster:
-        cluster.start_superlink()
-        if not insecure:
-            register_site_keys(
-                cluster.centre_home,
-                {site: pki.site_public_key(site) for site in SITE_HOSTS},
-            )
-        for site, config in zip(sorted(SITE_HOSTS), configs, strict=True):
-            cluster.start_site(site, SITE_HOSTS[site], config)
-        wait_for_online_nodes(cluster.centre_home, len(SITE_HOSTS), timeout_s=120.0)
+        cluster.start_federation(SITE_HOSTS, configs)
         yield cluster
 
 

@@ -7,17 +7,19 @@ centre (SuperLink, SuperExec and ServerApp at once) and bring either back.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from fedbone.commands.deployment import run_server
 from fedbone.federation.deployment import (
     SuperLinkSpec,
     SuperNodeSpec,
@@ -26,7 +28,7 @@ from fedbone.federation.deployment import (
     supernode_arguments,
     write_connection_config,
 )
-from fedbone.federation.flower_control import run_arguments
+from fedbone.federation.flower_control import run_arguments, wait_for_online_nodes
 from fedbone.federation.flower_process import (
     FlowerProcess,
     kill_tree,
@@ -155,6 +157,28 @@ class Cluster:
         """Start ``site`` again: same key, same site config, same host."""
         host, site_config = self._site_args[site]
         return self.start_site(site, host, site_config)
+
+    def start_federation(
+        self, site_hosts: Mapping[str, str], site_configs: Sequence[Path]
+    ) -> None:
+        """SuperLink, sites registered with ``fedbone server register``, sites.
+
+        ``site_configs`` are in the order of the sorted site ids; returns once
+        every site is online.
+        """
+        self.start_superlink()
+        sites = sorted(site_hosts)
+        if not self.insecure:
+            register = argparse.Namespace(
+                server_command="register",
+                pki=self.pki.root,
+                superlink=self.superlink_address,
+                site=sites,
+            )
+            assert run_server(register) == 0
+        for site, config in zip(sites, site_configs, strict=True):
+            self.start_site(site, site_hosts[site], config)
+        wait_for_online_nodes(self.centre_home, len(sites), timeout_s=120.0)
 
     def restart_exited_sites(self) -> list[str]:
         exited = [site for site, process in self.sites.items() if not process.running]

@@ -7,7 +7,6 @@ SuperNode with an unregistered key, and one without TLS, are refused.
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 from collections.abc import Iterator
@@ -22,14 +21,12 @@ from deployment_cluster import (
     missing_binaries,
 )
 
-from fedbone.commands.deployment import run_server
 from fedbone.config import load_site_config
 from fedbone.federation.egress import EgressLog
 from fedbone.federation.flower_control import (
     RunOutcome,
     online_node_ids,
     submit_run,
-    wait_for_online_nodes,
 )
 from fedbone.security.pki import create_study_pki
 from fedbone.study_config import load_study_config
@@ -86,17 +83,7 @@ def cluster(study_path: Path) -> Iterator[Cluster]:
         days=1,
     )
     with loopback_cluster(root, pki) as running:
-        running.start_superlink()
-        register = argparse.Namespace(
-            server_command="register",
-            pki=pki.root,
-            superlink=running.superlink_address,
-            site=sorted(SITE_HOSTS),
-        )
-        assert run_server(register) == 0
-        for site, config in zip(sorted(SITE_HOSTS), site_configs, strict=True):
-            running.start_site(site, SITE_HOSTS[site], config)
-        wait_for_online_nodes(running.centre_home, len(SITE_HOSTS), timeout_s=90.0)
+        running.start_federation(SITE_HOSTS, site_configs)
         yield running
 
 

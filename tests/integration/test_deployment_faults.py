@@ -15,7 +15,6 @@ the sites installed is refused by every site before any of it runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import threading
@@ -37,7 +36,6 @@ from deployment_cluster import (
     missing_binaries,
 )
 
-from fedbone.commands.deployment import run_server
 from fedbone.config import load_site_config
 from fedbone.federation.egress import EgressLog
 from fedbone.federation.flower_control import (
@@ -106,17 +104,7 @@ def cluster(root: Path) -> Iterator[Cluster]:
         days=1,
     )
     with loopback_cluster(root, pki, sites_via_cli=True) as running:
-        running.start_superlink()
-        register = argparse.Namespace(
-            server_command="register",
-            pki=pki.root,
-            superlink=running.superlink_address,
-            site=sorted(SITE_HOSTS),
-        )
-        assert run_server(register) == 0
-        for site, config in zip(sorted(SITE_HOSTS), site_configs, strict=True):
-            running.start_site(site, SITE_HOSTS[site], config)
-        wait_for_online_nodes(running.centre_home, len(SITE_HOSTS), timeout_s=90.0)
+        running.start_federation(SITE_HOSTS, site_configs)
         yield running
 
 
