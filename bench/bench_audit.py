@@ -1,6 +1,7 @@
 """Privacy-audit benchmark: throughput of the all-pairs MSE/MAE comparison.
 
-Measures :func:`fedbone.evaluation.audit.pairwise_mse_mae` on 1,000 synthetic x
+Measures :func:`fedbone.generative.audit.similarity.pairwise_mse_mae` on
+1,000 synthetic x
 5,000 training images of 256 x 64 (the CPU profile canvas; random float32 in
 [0, 1]) and a naive per-pair numpy loop (``np.mean((a - b) ** 2)`` and
 ``np.mean(np.abs(a - b))`` per pair) timed on a subsample of pairs and
@@ -23,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine_info
 
-from fedbone.evaluation.audit import pairwise_mse_mae
+from fedbone.generative.audit.similarity import pairwise_mse_mae
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

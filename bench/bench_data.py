@@ -34,11 +34,11 @@ import numpy as np
 import psutil
 
 from fedbone import __version__
+from fedbone.config.profiles import profile_spec
 from fedbone.data.cache import SiteCache
 from fedbone.data.phantom import generate_site_cohort
 from fedbone.data.phantom.profiles import SITE_PROFILES
 from fedbone.data.prepare import prepare_site_cache
-from fedbone.profiles import profile_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

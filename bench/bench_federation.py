@@ -35,15 +35,15 @@ from flwr.simulation import run_simulation
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine_info
 
-from fedbone.federation.egress import EgressLog
+from fedbone.config.study import load_study_config
+from fedbone.federation.egress.guard import EgressLog
 from fedbone.federation.records import array_signature, arrays_to_record
 from fedbone.federation.study_messages import metric_floats
-from fedbone.study_config import load_study_config
+from fedbone.simulation.sites import prepare_simulated_sites
 from server.phases.census import run_census
 from server.phases.train import _train_config, initial_arrays
-from server.simulation import prepare_simulated_sites
-from server.study import StudyRun
 from server.study_grid import StudyGrid
+from server.study_run import StudyRun
 from sites.app import app as fedbone_client
 
 RESULTS = Path(__file__).resolve().parent / "results"

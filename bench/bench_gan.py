@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine_info
 
+from fedbone.generative.trainer import GanTrainer, GanTrainSpec
 from fedbone.models.gan import GanSpec
-from fedbone.training.gan import GanTrainer, GanTrainSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

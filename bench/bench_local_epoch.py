@@ -30,18 +30,14 @@ import torch
 from bench_data import machine_info  # type: ignore[import-not-found]
 from torch.nn import functional
 
+from fedbone.classifier.augment import AugmentSpec
+from fedbone.classifier.local import TrainSpec, train_local
+from fedbone.classifier.sampling import Sampling, epoch_indices
+from fedbone.config.profiles import profile_spec
 from fedbone.data.cache import SiteCache
 from fedbone.data.phantom import generate_site_cohort
 from fedbone.data.prepare import prepare_site_cache
 from fedbone.models import Architecture, ClassifierSpec, build_classifier
-from fedbone.profiles import profile_spec
-from fedbone.training import (
-    AugmentSpec,
-    Sampling,
-    TrainSpec,
-    epoch_indices,
-    train_local,
-)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZE = 16

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "integration"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "bench")]
 
 from bench_data import machine_info  # noqa: E402
 from deployment_cluster import (  # noqa: E402
@@ -47,15 +47,15 @@ from deployment_cluster import (  # noqa: E402
     wait_for_count,
 )
 
-from fedbone.federation.flower_control import (  # noqa: E402
+from fedbone.config.study import load_study_config  # noqa: E402
+from fedbone.federation.deployment.control import (  # noqa: E402
     submit_run,
     wait_for_online_nodes,
 )
-from fedbone.federation.flower_process import kill_tree  # noqa: E402
+from fedbone.federation.deployment.processes import kill_tree  # noqa: E402
 from fedbone.security.pki import create_study_pki  # noqa: E402
-from fedbone.study_config import load_study_config  # noqa: E402
+from fedbone.simulation.sites import prepare_simulated_sites  # noqa: E402
 from server.checkpoint import load_checkpoint  # noqa: E402
-from server.simulation import prepare_simulated_sites  # noqa: E402
 
 logger = logging.getLogger("bench.deployment_faults")
 #: What a SuperNode logs once the SuperLink has activated it.

@@ -10,9 +10,9 @@ RSS from ``resource.getrusage``, or ``torch.cuda.max_memory_allocated`` on
 CUDA) belongs to that variant alone. Variants, per model (small CNN and
 ResNet-18, both with group norm):
 
-- ``non-dp``: :func:`~fedbone.training.train_local`, uniform sampling
+- ``non-dp``: :func:`~fedbone.classifier.local.train_local`, uniform sampling
   (``Sampling.NONE``), no augmentation, AMP off;
-- ``dp-ghost``: :func:`~fedbone.training.dp_local.train_local_dp`, Opacus
+- ``dp-ghost``: :func:`~fedbone.classifier.dp_local.train_local_dp`, Opacus
   fast gradient / ghost clipping;
 - ``dp-hooks``: the same with classic per-sample gradient hooks.
 
@@ -41,12 +41,14 @@ import numpy as np
 import torch
 from bench_data import machine_info  # type: ignore[import-not-found]
 
+from fedbone.classifier.augment import AugmentSpec
+from fedbone.classifier.dp_local import train_local_dp
+from fedbone.classifier.local import TrainSpec, train_local
+from fedbone.classifier.sampling import Sampling
+from fedbone.config.profiles import profile_spec
 from fedbone.data.cache import CacheRecord, CacheWriter, SiteCache, install_cache
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.privacy.dp_sgd import DpSgdSpec
-from fedbone.profiles import profile_spec
-from fedbone.training import AugmentSpec, Sampling, TrainSpec, train_local
-from fedbone.training.dp_local import train_local_dp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZE = 16

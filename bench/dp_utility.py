@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine_info
 
-from fedbone.study_config import load_study_config
-from fedbone.study_privacy import DpSettings
+from fedbone.config.privacy import DpSettings
+from fedbone.config.study import load_study_config
 from server.simulation import simulate_study
 
 ROOT = Path(__file__).resolve().parent.parent

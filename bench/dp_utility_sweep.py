@@ -30,13 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine_info
 
 import fedbone.models.classifier as classifier_module
+from fedbone.classifier.augment import AugmentSpec
+from fedbone.classifier.dp_local import train_local_dp
+from fedbone.classifier.local import (
+    TrainSpec,
+    evaluate_split,
+    labelled_rows,
+    train_local,
+)
+from fedbone.classifier.sampling import Sampling
 from fedbone.data.cache import SiteCache
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.privacy.budget import default_delta
 from fedbone.privacy.dp_sgd import DpSgdSpec
-from fedbone.training import AugmentSpec, Sampling, TrainSpec
-from fedbone.training.dp_local import train_local_dp
-from fedbone.training.local import evaluate_split, labelled_rows, train_local
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

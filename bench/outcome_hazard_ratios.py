@@ -2,7 +2,7 @@
 
 Twenty cohort seeds (0..19) x two groupings x two endpoints. Each run plans the
 phantom sites with follow-up (no images), keeps the first scan per patient and
-runs the ``outcomes`` phase computation (:mod:`fedbone.evaluation.planted_outcomes`):
+runs the ``outcomes`` phase computation (:mod:`fedbone.outcomes.planted`):
 site-stratified federated Cox (crude and adjusted for age and sex), the
 site-stratified log-rank test from grid counts, and per-site Cox fits pooled by
 meta-analysis. Groupings: the true label ("oracle") and a simulated imperfect
@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine_info
 
 from fedbone.data.phantom.outcomes import DEATH, HEART_FAILURE, EndpointModel
-from fedbone.evaluation.planted_outcomes import (
+from fedbone.outcomes.planted import (
     HazardRatioEstimate,
     PlantedRecovery,
     plan_outcome_cohorts,
     recover_hazard_ratios,
 )
-from fedbone.evaluation.survival_grid import TimeGrid
+from fedbone.outcomes.survival_grid import TimeGrid
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -15,8 +15,9 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedbone.study_config import StudyConfig, load_study_config
-from server.study import StudyRun, run_study
+from fedbone.config.study import StudyConfig, load_study_config
+from server.study import run_study
+from server.study_run import StudyRun
 
 __all__ = ["app", "new_run_dir", "simulation_server_app"]
 

@@ -54,7 +54,7 @@ class CheckpointState:
     progress
         Per model being trained: ``(completed rounds, global arrays)``.
     run_fields
-        The :class:`~server.study.StudyRun` fields in ``_RUN_FIELDS``.
+        The :class:`~server.study_run.StudyRun` fields in ``_RUN_FIELDS``.
     """
 
     phases_done: list[str] = field(default_factory=list)

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from fedbone.config import load_site_config, write_site_config
-from fedbone.data.cache_summary import format_summary_table, summarise_site_cache
-from fedbone.data.phantom_sites import ensure_phantom_federation
-from fedbone.data.prepare import prepare_site_cache
-from fedbone.errors import ConfigError, Problem
-from fedbone.profiles import profile_spec
-from fedbone.study_config import StudyConfig
+from fedbone.config.study import StudyConfig
+from fedbone.simulation.sites import prepare_simulated_sites
 from server.app import new_run_dir, simulation_server_app
-from server.study import StudyError, StudyRun
+from server.study_run import StudyError, StudyRun
 
-__all__ = ["SimulationOutcome", "prepare_simulated_sites", "simulate_study"]
+__all__ = ["SimulationOutcome", "simulate_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,55 +30,6 @@ class SimulationOutcome:
     run: StudyRun
     run_dir: Path
     seconds: float
-
-
-def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
-    """Make (if absent) and prepare the phantom sites; return their configs."""
-    sim = study.simulation
-    if sim is None:
-        raise ConfigError(
-            study.source or "study config",
-            [
-                Problem(
-                    "missing-key", "simulation needs a 'simulation' block", "simulation"
-                )
-            ],
-        )
-    configs = ensure_phantom_federation(
-        sim.sites_dir,
-        sites=list(sim.sites),
-        spec=profile_spec(sim.profile),
-        scale=sim.scale,
-        min_scans=sim.min_scans,
-        seed=sim.seed,
-        workers=sim.workers,
-        outcome_sites=sim.outcome_sites,
-    )
-    summaries = []
-    for path in configs:
-        site = load_site_config(path)
-        if site.privacy.epsilon_budget != sim.site_epsilon:
-            # The study's simulated hospitals take the budget it names.
-            privacy = replace(site.privacy, epsilon_budget=sim.site_epsilon)
-            write_site_config(replace(site, privacy=privacy, source=None), path)
-            site = load_site_config(path)
-        report = prepare_site_cache(
-            site.data.manifest,
-            site.data.cache_dir,
-            site.preprocessing,
-            default_view=site.data.default_view,
-            workers=sim.workers,
-        )
-        logger.info(
-            "site %s: %s cache of %d scans (%d quarantined)",
-            site.site_id,
-            "reused" if report.reused else "prepared",
-            report.n_cached,
-            report.n_quarantined,
-        )
-        summaries.append(summarise_site_cache(site.site_id, site.data.cache_dir))
-    logger.info("federation:\n%s", format_summary_table(summaries))
-    return configs
 
 
 def simulate_study(

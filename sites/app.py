@@ -14,23 +14,14 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedbone.config import SiteConfig
+from fedbone.classifier.dp_rounds import train_round_dp
+from fedbone.classifier.rounds import evaluate_round, train_round
+from fedbone.classifier.runtime import torch_threads
+from fedbone.config.privacy import DpPhaseSettings
+from fedbone.config.site import SiteConfig
 from fedbone.data.cache import SiteCache
 from fedbone.data.census import take_census
-from fedbone.evaluation.outcome_cohort import (
-    OutcomeCohort,
-    cohort_path,
-    score_outcome_cohort,
-)
-from fedbone.evaluation.outcome_release import cohort_derivatives, outcome_release
-from fedbone.evaluation.private_outcomes import release_noisy_survival_counts
-from fedbone.evaluation.private_validation import (
-    DpStatisticsSpec,
-    release_private_histograms,
-)
-from fedbone.evaluation.site_validation import paired_components, validate_models
-from fedbone.evaluation.survival_grid import TimeGrid
-from fedbone.federation.egress import egress_mod
+from fedbone.federation.egress.guard import egress_mod
 from fedbone.federation.kinds import CONFIG_RECORD, PHASE_GAN, SYNTHETIC_RECORD
 from fedbone.federation.outcome_messages import (
     COX_DERIVATIVES_RECORD,
@@ -69,26 +60,28 @@ from fedbone.federation.synthetic_messages import (
     gan_settings_from,
     synthesis_settings_from,
 )
-from fedbone.privacy.ledger import PrivacyLedger
-from fedbone.privacy.site_spending import open_site_ledger, refuse_without_dp
-from fedbone.study_privacy import DpPhaseSettings
-from fedbone.synthetic.cross_audit import cross_audit_at_site
-from fedbone.synthetic.federated_gan import (
+from fedbone.generative.audit.cross_audit import cross_audit_at_site
+from fedbone.generative.federated_gan import (
     evaluate_federated_gan,
     federated_gan_round,
     install_federated_generator,
     site_seed,
 )
-from fedbone.synthetic.site_gan import train_site_generator
-from fedbone.synthetic.site_synthesis import (
+from fedbone.generative.site_gan import train_site_generator
+from fedbone.generative.site_synthesis import (
     mixed_training_view,
     store_received_pool,
     synthesize_at_site,
     umap_at_site,
 )
-from fedbone.training.dp_round import train_round_dp
-from fedbone.training.runtime import torch_threads
-from fedbone.training.site_round import evaluate_round, train_round
+from fedbone.outcomes.cohort import OutcomeCohort, cohort_path, score_outcome_cohort
+from fedbone.outcomes.private_counts import release_noisy_survival_counts
+from fedbone.outcomes.release import cohort_derivatives, outcome_release
+from fedbone.outcomes.survival_grid import TimeGrid
+from fedbone.privacy.ledger import PrivacyLedger
+from fedbone.privacy.site_spending import open_site_ledger, refuse_without_dp
+from fedbone.validation.private import DpStatisticsSpec, release_private_histograms
+from fedbone.validation.site import paired_components, validate_models
 
 __all__ = ["app"]
 
@@ -122,7 +115,12 @@ def _site(message: Message, context: Context) -> tuple[ConfigRecord, SiteCache]:
 def census(message: Message, context: Context) -> Message:
     """Report the site's identity and counts (small cells suppressed on egress)."""
     site = load_site_for(message, context)
-    result = take_census(site, open_site_cache(site))
+    result = take_census(
+        open_site_cache(site),
+        site_id=site.site_id,
+        role=site.role.value,
+        config_sha256=site.file_sha256(),
+    )
     identity = ConfigRecord(
         {
             "site-id": result.site_id,

@@ -8,12 +8,10 @@ splits and labels the study needs, and runs the same configuration. Counts of
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedbone.config import SiteConfig
 from fedbone.data.cache import SiteCache
 
 __all__ = ["SPLITS", "TASKS", "SiteCensus", "take_census"]
@@ -36,17 +34,22 @@ class SiteCensus:
     """The cache's image size as ``<height>x<width>`` (the GAN's canvas)."""
 
 
-def _file_sha256(config: SiteConfig) -> str:
-    if config.source is None:
-        return ""
-    return hashlib.sha256(config.source.read_bytes()).hexdigest()
-
-
-def take_census(config: SiteConfig, cache: SiteCache) -> SiteCensus:
+def take_census(
+    cache: SiteCache, *, site_id: str, role: str, config_sha256: str
+) -> SiteCensus:
     """Count a site's scans per split, and positives/negatives per task.
 
     Keys are ``n-<split>``, ``n-<split>-<task>-pos`` and ``n-<split>-<task>-neg``;
     scans whose label is unknown for a task count in neither.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    site_id, role
+        Who the site is and whether it trains or only validates.
+    config_sha256
+        The sha256 of the site's configuration file (empty when it has none).
     """
     counts: dict[str, int] = {}
     labels = {task: cache.labels(task) for task in TASKS}
@@ -58,9 +61,9 @@ def take_census(config: SiteConfig, cache: SiteCache) -> SiteCensus:
             counts[f"n-{split}-{task}-pos"] = int(np.sum(values == 1))
             counts[f"n-{split}-{task}-neg"] = int(np.sum(values == 0))
     return SiteCensus(
-        site_id=config.site_id,
-        role=config.role.value,
-        config_sha256=_file_sha256(config),
+        site_id=site_id,
+        role=role,
+        config_sha256=config_sha256,
         spec_fingerprint=cache.spec.fingerprint(),
         cache_hash=cache.content_hash,
         counts=counts,

@@ -6,7 +6,7 @@
 finds a site's configuration from a message and its context.
 """
 
-from fedbone.federation.egress import (
+from fedbone.federation.egress.guard import (
     EgressGuard,
     EgressLog,
     EgressRefused,

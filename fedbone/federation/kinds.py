@@ -3,7 +3,7 @@
 The table :data:`REPLY_SPECS` is the whole egress policy in data: for every
 message type a site answers, which records may go back, of which record type,
 with which keys, and which value rule their values must pass (the rules
-themselves live in :mod:`fedbone.federation.egress`). A new kind of exchange is
+themselves live in :mod:`fedbone.federation.egress.guard`). A new kind of exchange is
 one :class:`ReplySpec` entry here, plus a :class:`ValueRule` only when none of
 the existing ones fits.
 

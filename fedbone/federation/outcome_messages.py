@@ -23,17 +23,17 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, MetricRecord
 
-from fedbone.evaluation.cox_meta import ProportionalHazardsCheck, SiteCoxFit
-from fedbone.evaluation.outcome_cohort import COX_MODELS
-from fedbone.evaluation.outcome_release import EndpointRelease
-from fedbone.evaluation.stratified_cox import CoxDerivatives
-from fedbone.evaluation.survival_grid import SiteSurvivalCounts
 from fedbone.federation.kinds import OUTCOME_STATUS_RECORD
 from fedbone.federation.study_messages import (
     config_float,
     config_str,
     config_strs,
 )
+from fedbone.outcomes.cohort import COX_MODELS
+from fedbone.outcomes.meta_analysis import ProportionalHazardsCheck, SiteCoxFit
+from fedbone.outcomes.release import EndpointRelease
+from fedbone.outcomes.stratified_cox import CoxDerivatives
+from fedbone.outcomes.survival_grid import SiteSurvivalCounts
 
 __all__ = [
     "COX_DERIVATIVES_RECORD",

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message
 
-from fedbone.config import SiteConfig, load_site_config
+from fedbone.config.site import SiteConfig, load_site_config
 from fedbone.data.cache import META_FILE, SiteCache
 from fedbone.errors import ConfigError, Problem
-from fedbone.federation.egress import EgressGuard, EgressLog
+from fedbone.federation.egress.guard import EgressGuard, EgressLog
 from fedbone.federation.kinds import CONFIG_RECORD
-from fedbone.synthetic.release_register import ReleaseRegister
+from fedbone.generative.release_register import ReleaseRegister
 
 __all__ = [
     "PARTITION_NODE_KEY",

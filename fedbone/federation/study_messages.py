@@ -20,15 +20,17 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
 
+from fedbone.classifier.augment import AugmentSpec
+from fedbone.classifier.dp_rounds import DpRoundSpec
+from fedbone.classifier.local import TrainSpec
+from fedbone.classifier.sampling import Sampling
+from fedbone.config.privacy import DpPhaseSettings
 from fedbone.errors import Problem, ProblemsError
-from fedbone.evaluation import ScoreHistograms
-from fedbone.evaluation.private_validation import DpStatisticsSpec
 from fedbone.federation.kinds import MODEL_RECORD_PREFIX
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.models import Architecture, ClassifierSpec, Norm
-from fedbone.study_privacy import DpPhaseSettings
-from fedbone.training import AugmentSpec, Sampling, TrainSpec
-from fedbone.training.dp_round import DpRoundSpec
+from fedbone.validation.histograms import ScoreHistograms
+from fedbone.validation.private import DpStatisticsSpec
 
 __all__ = [
     "POOLED_RECORD_PREFIX",

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from flwr.app import ConfigRecord
 
+from fedbone.config.synthetic import GanSettings, SynthesisSettings
 from fedbone.errors import Problem
 from fedbone.federation.study_messages import StudyMessageError, config_str
-from fedbone.study_synthetic import GanSettings, SynthesisSettings
 
 __all__ = [
     "GAN_SETTINGS",

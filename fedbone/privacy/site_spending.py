@@ -24,14 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fedbone.config import SiteConfig
+from fedbone.config.privacy import DpPhaseSettings
+from fedbone.config.site import SiteConfig
 from fedbone.errors import Problem
 from fedbone.privacy.budget import PrivacyBudget
 from fedbone.privacy.dp_gan import DpGanSpec
 from fedbone.privacy.dp_sgd import AccountantState, DpSgdSpec
 from fedbone.privacy.errors import PrivacyError
 from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger
-from fedbone.study_privacy import DpPhaseSettings
 
 __all__ = [
     "SGD_STREAM",

@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fedbone.evaluation.audit import HISTOGRAM_EDGES
-from fedbone.evaluation.umap_view import UmapView
+from fedbone.generative.audit.similarity import HISTOGRAM_EDGES
+from fedbone.generative.fidelity.umap_view import UmapView
 
 __all__ = [
     "REAL_ONLY",

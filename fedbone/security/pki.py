@@ -60,7 +60,7 @@ _SIGNATURE_HASH = hashes.SHA384
 # Backdate notBefore so a site whose clock runs a little behind still accepts
 # a certificate created seconds ago.
 _CLOCK_SKEW = timedelta(minutes=5)
-# Same rule as a site id in the site YAML (fedbone.config), so paths stay safe.
+# Same rule as a site id in the site YAML (fedbone.config.site), so paths stay safe.
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _PRIVATE_MODE = 0o600

@@ -1,7 +1,7 @@
 """The study's phases; a phase is a function of the :class:`StudyRun`.
 
 To add a phase: write ``server/phases/<name>.py`` with ``run_<name>(run)``,
-register it here, and add its name to ``fedbone.study_config.PHASES``.
+register it here, and add its name to ``fedbone.config.study.PHASES``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from server.phases.report import run_report
 from server.phases.synthesize import run_synthesize
 from server.phases.train import run_train
 from server.phases.validate import run_validate
-from server.study import StudyRun
+from server.study_run import StudyRun
 
 __all__ = ["PHASE_FUNCTIONS"]
 

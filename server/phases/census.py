@@ -9,7 +9,7 @@ from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
 from fedbone.federation.study_messages import config_str, metric_ints
-from server.study import SiteInfo, StudyError, StudyRun
+from server.study_run import SiteInfo, StudyError, StudyRun
 
 __all__ = ["run_census", "wait_for_nodes"]
 

@@ -20,7 +20,7 @@ from flwr.app import RecordDict
 
 from fedbone.federation.kinds import PHASE_SYNTHESIZE, SYNTHETIC_RECORD
 from fedbone.federation.records import arrays_to_record
-from server.study import StudyRun
+from server.study_run import StudyRun
 
 __all__ = ["CrossAuditOutcome", "SiteBatch", "cross_audit"]
 

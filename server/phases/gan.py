@@ -34,11 +34,11 @@ from fedbone.federation.records import (
 )
 from fedbone.federation.study_messages import metric_floats
 from fedbone.federation.synthetic_messages import GAN_SETTINGS, settings_json
-from fedbone.synthetic.site_gan import gan_trainer_for
-from fedbone.training.gan_arrays import arrays_digest, trainer_arrays
+from fedbone.generative.arrays import arrays_digest, trainer_arrays
+from fedbone.generative.site_gan import gan_trainer_for
 from server.phases.train import recorder, train_config
-from server.study import StudyError, StudyRun
 from server.study_grid import StudyGrid
+from server.study_run import StudyError, StudyRun
 
 __all__ = ["FEDERATED_GAN", "gan_nodes", "run_gan", "select_round"]
 

@@ -28,22 +28,6 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from fedbone.evaluation.cox_meta import SiteCoxFit, meta_analyze_sites
-from fedbone.evaluation.errors import EvaluationError
-from fedbone.evaluation.kaplan_meier import FederatedKaplanMeier, FederatedLogRank
-from fedbone.evaluation.outcome_cohort import COX_MODELS
-from fedbone.evaluation.outcome_release import INCLUDED
-from fedbone.evaluation.outcome_summary import (
-    cox_summary,
-    group_summary,
-    km_summary,
-    logrank_summary,
-    meta_rows,
-    ph_rows,
-    site_fit_rows,
-)
-from fedbone.evaluation.stratified_cox import CoxDerivatives, FederatedCoxPH
-from fedbone.evaluation.survival_grid import SiteSurvivalCounts
 from fedbone.federation.kinds import OUTCOME_STATUS_RECORD, PHASE_OUTCOMES
 from fedbone.federation.outcome_messages import (
     COX_DERIVATIVES_RECORD,
@@ -54,8 +38,24 @@ from fedbone.federation.outcome_messages import (
 )
 from fedbone.federation.records import arrays_to_record
 from fedbone.federation.study_messages import metric_floats
+from fedbone.outcomes.cohort import COX_MODELS
+from fedbone.outcomes.kaplan_meier import FederatedKaplanMeier, FederatedLogRank
+from fedbone.outcomes.meta_analysis import SiteCoxFit, meta_analyze_sites
+from fedbone.outcomes.release import INCLUDED
+from fedbone.outcomes.stratified_cox import CoxDerivatives, FederatedCoxPH
+from fedbone.outcomes.summary import (
+    cox_summary,
+    group_summary,
+    km_summary,
+    logrank_summary,
+    meta_rows,
+    ph_rows,
+    site_fit_rows,
+)
+from fedbone.outcomes.survival_grid import SiteSurvivalCounts
+from fedbone.validation.errors import EvaluationError
 from server.phases.validate import record_statistics_spending
-from server.study import StudyError, StudyRun
+from server.study_run import StudyError, StudyRun
 
 __all__ = ["run_outcomes"]
 

@@ -14,7 +14,7 @@ from fedbone.reporting import (
     study_ratio_sweep,
     write_study_report,
 )
-from server.study import StudyRun
+from server.study_run import StudyRun
 
 __all__ = ["build_report", "run_report"]
 

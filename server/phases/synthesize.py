@@ -26,10 +26,10 @@ from fedbone.federation.synthetic_messages import (
     SYNTHESIS_SETTINGS,
     settings_json,
 )
-from fedbone.synthetic.pool import BatchProvenance, SyntheticPool
-from fedbone.training.gan_arrays import arrays_digest
+from fedbone.generative.arrays import arrays_digest
+from fedbone.generative.pool import BatchProvenance, SyntheticPool
 from server.phases.cross_audit import SiteBatch, cross_audit
-from server.study import StudyError, StudyRun
+from server.study_run import StudyError, StudyRun
 
 __all__ = ["recipient_nodes", "run_synthesize"]
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 
+from fedbone.classifier.pooled import train_pooled_baseline
 from fedbone.federation.records import (
     array_signature,
     arrays_to_record,
@@ -25,12 +26,11 @@ from fedbone.federation.records import (
 )
 from fedbone.federation.study_messages import metric_floats
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
-from fedbone.training.parameters import state_to_arrays
-from fedbone.training.pooled import train_pooled_baseline
+from fedbone.models.parameters import state_to_arrays
 from server.checkpoint import save_checkpoint
 from server.strategies import build_strategy
-from server.study import StudyError, StudyRun
 from server.study_grid import StudyGrid
+from server.study_run import StudyError, StudyRun
 
 __all__ = ["initial_arrays", "recorder", "run_train", "train_config"]
 

@@ -22,16 +22,16 @@ from typing import Any
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from fedbone.evaluation.histograms import pool_histograms
-from fedbone.evaluation.pooled_roc import (
+from fedbone.federation.records import arrays_to_record
+from fedbone.federation.study_messages import metric_floats
+from fedbone.validation.histograms import pool_histograms
+from fedbone.validation.pooled_roc import (
     PairedComponentSums,
     ScoreHistograms,
     pooled_paired_test,
     pooled_roc,
 )
-from fedbone.federation.records import arrays_to_record
-from fedbone.federation.study_messages import metric_floats
-from server.study import StudyRun
+from server.study_run import StudyRun
 
 __all__ = ["comparison_pairs", "record_statistics_spending", "run_validate"]
 

@@ -19,7 +19,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fedbone.study_config import StrategyName, TrainingSettings
+from fedbone.config.study import StrategyName, TrainingSettings
 from server.strategies.fedbn import FedBN
 
 __all__ = ["FedBN", "build_strategy"]

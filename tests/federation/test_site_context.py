@@ -94,12 +94,10 @@ def test_guard_and_log_follow_the_site_config(tmp_path: Path) -> None:
 def test_the_site_cache_is_opened_once_until_it_is_prepared_again(
     tmp_path: Path,
 ) -> None:
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
     from toy_cache import build_toy_cache
 
-    from fedbone.config import DataSettings, SiteConfig, SiteRole
+    from fedbone.config.site import DataSettings, SiteConfig, SiteRole
     from fedbone.federation.site_context import open_site_cache
 
     cache_dir = build_toy_cache(tmp_path, count=10).cache_dir

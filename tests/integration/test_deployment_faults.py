@@ -36,18 +36,18 @@ from deployment_cluster import (
     missing_binaries,
 )
 
-from fedbone.config import load_site_config
-from fedbone.federation.egress import EgressLog
-from fedbone.federation.flower_control import (
+from fedbone.config.site import load_site_config
+from fedbone.config.study import load_study_config
+from fedbone.federation.deployment.control import (
     RunOutcome,
     submit_run,
     wait_for_online_nodes,
 )
-from fedbone.federation.flower_process import kill_tree
+from fedbone.federation.deployment.processes import kill_tree
+from fedbone.federation.egress.guard import EgressLog
 from fedbone.security.pki import create_study_pki
-from fedbone.study_config import load_study_config
+from fedbone.simulation.sites import prepare_simulated_sites
 from server.checkpoint import load_checkpoint
-from server.simulation import prepare_simulated_sites
 
 pytestmark = pytest.mark.skipif(
     bool(missing_binaries()), reason=f"Flower binaries missing: {missing_binaries()}"

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedbone.config import load_site_config
-from fedbone.federation.egress import EgressLog
+from fedbone.config.site import load_site_config
+from fedbone.config.study import load_study_config
+from fedbone.federation.egress.guard import EgressLog
 from fedbone.privacy.site_spending import SGD_STREAM, open_site_ledger
 from fedbone.privacy.statistic_spending import STATISTICS_STREAM
-from fedbone.study_config import load_study_config
 from server.simulation import simulate_study
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from fedbone.study_config import load_study_config
+from fedbone.config.study import load_study_config
 from server.phases import train as train_phase
 from server.simulation import simulate_study
-from server.study import StudyError
+from server.study_run import StudyError
 
 ROUNDS = 3
 

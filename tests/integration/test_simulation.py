@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedbone.federation.egress import EgressLog
-from fedbone.study_config import load_study_config
+from fedbone.config.study import load_study_config
+from fedbone.federation.egress.guard import EgressLog
 from server.simulation import simulate_study
 
 

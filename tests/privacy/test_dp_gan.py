@@ -12,11 +12,11 @@ from opacus.accountants import RDPAccountant
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from fedbone.generative.trainer import GanTrainer, GanTrainSpec
 from fedbone.models.gan import GanSpec, build_discriminator
 from fedbone.privacy.dp_gan import DpGanSpec, apply_private_gradients
 from fedbone.privacy.dp_sgd import DpSgdSpec
 from fedbone.privacy.errors import PrivacyError
-from fedbone.training.gan import GanTrainer, GanTrainSpec
 
 TINY = GanSpec(
     height=32,

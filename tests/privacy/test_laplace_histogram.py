@@ -4,9 +4,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from fedbone.evaluation.histograms import auc_from_counts
 from fedbone.privacy.errors import PrivacyError
 from fedbone.privacy.noise import laplace_counts, laplace_histogram
+from fedbone.validation.histograms import auc_from_counts
 
 # A small site's validation histograms: 60 positives, 300 negatives, 20 bins,
 # with empty bins at both ends (where clipping each bin adds spurious counts).

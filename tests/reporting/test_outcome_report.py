@@ -6,8 +6,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedbone.evaluation.kaplan_meier import FederatedKaplanMeier, FederatedLogRank
-from fedbone.evaluation.survival_grid import TimeGrid, site_counts
+from fedbone.outcomes.kaplan_meier import FederatedKaplanMeier, FederatedLogRank
+from fedbone.outcomes.survival_grid import TimeGrid, site_counts
 from fedbone.reporting import (
     StudyReport,
     format_summary,

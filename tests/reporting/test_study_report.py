@@ -2,9 +2,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedbone.evaluation.histograms import score_histograms
-from fedbone.evaluation.pooled_roc import pooled_roc
 from fedbone.reporting import StudyReport, format_summary, write_study_report
+from fedbone.validation.histograms import score_histograms
+from fedbone.validation.pooled_roc import pooled_roc
 
 
 def _site_row(site: str, model: str, auc: float) -> dict[str, float | str]:

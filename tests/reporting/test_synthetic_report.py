@@ -6,10 +6,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedbone.evaluation.audit import HISTOGRAM_EDGES
-from fedbone.evaluation.histograms import score_histograms
-from fedbone.evaluation.pooled_roc import PooledROC, pooled_roc
-from fedbone.evaluation.umap_view import UmapView
+from fedbone.generative.audit.similarity import HISTOGRAM_EDGES
+from fedbone.generative.fidelity.umap_view import UmapView
 from fedbone.reporting import (
     StudyReport,
     compact_synthesis,
@@ -18,6 +16,8 @@ from fedbone.reporting import (
     write_study_report,
 )
 from fedbone.reporting.synthetic_plots import umap_view_from_record
+from fedbone.validation.histograms import score_histograms
+from fedbone.validation.pooled_roc import PooledROC, pooled_roc
 
 SYNTHETIC_MODELS: dict[str, tuple[str, float | None]] = {
     "local-B-syn1": ("B", 1.0),

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from fedbone.cli.pki import add_pki_parser, run_pki
 from fedbone.security import (
     PkiError,
     StudyPki,
@@ -21,7 +22,6 @@ from fedbone.security import (
     check_server_certificate,
     create_study_pki,
 )
-from fedbone.security.commands import add_pki_parser, run_pki
 
 HOSTS = ["superlink.example.org", "localhost", "127.0.0.1", "::1"]
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from server.phases.gan import select_round
-from server.study import StudyError
+from server.study_run import StudyError
 
 
 def test_sites_on_different_feature_scales_weigh_alike() -> None:

@@ -21,27 +21,23 @@ from flwr.supercore.task_identity import TaskIdentity
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
+from fedbone.config.outcomes import OutcomeSettings
+from fedbone.config.study import StudyConfig
 from fedbone.errors import Problem
-from fedbone.evaluation.outcome_cohort import OutcomeCohort
-from fedbone.evaluation.outcome_release import (
-    cohort_derivatives,
-    group_labels,
-    outcome_release,
-)
-from fedbone.evaluation.planted_outcomes import plan_outcome_cohorts
-from fedbone.evaluation.survival_grid import TimeGrid
+from fedbone.federation.egress.reply_rules import RequestSnapshot, reply_problems
 from fedbone.federation.outcome_messages import (
     COX_DERIVATIVES_RECORD,
     OutcomeRequest,
     derivatives_record,
     outcome_reply,
 )
-from fedbone.federation.reply_rules import RequestSnapshot, reply_problems
 from fedbone.federation.study_messages import config_floats, config_str
-from fedbone.study_config import StudyConfig
-from fedbone.study_outcomes import OutcomeSettings
+from fedbone.outcomes.cohort import OutcomeCohort
+from fedbone.outcomes.planted import plan_outcome_cohorts
+from fedbone.outcomes.release import cohort_derivatives, group_labels, outcome_release
+from fedbone.outcomes.survival_grid import TimeGrid
 from server.phases.outcomes import run_outcomes
-from server.study import SiteInfo, StudyError, StudyRun
+from server.study_run import SiteInfo, StudyError, StudyRun
 
 MIN_PATIENTS = 5
 RESOLUTION = 91.0

@@ -5,8 +5,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from server_messages import reply
 
+from fedbone.config.study import StrategyName, TrainingSettings
 from fedbone.federation.records import arrays_to_record, record_to_arrays
-from fedbone.study_config import StrategyName, TrainingSettings
 from server.strategies import FedBN, build_strategy
 
 

@@ -5,8 +5,8 @@ from flwr.app import Error, Message, Metadata, RecordDict
 from server_messages import reply
 from test_strategies import _TwoNodes
 
-from fedbone.study_config import StudyConfig
-from server.study import SiteInfo, StudyRun
+from fedbone.config.study import StudyConfig
+from server.study_run import SiteInfo, StudyRun
 
 
 def _request_to(node: int) -> Message:

@@ -72,7 +72,7 @@ class GanSpec:
     n_classes
         Conditioning classes. fedbone uses 4: ``class = 2 * bm + ca`` (0: no BM,
         no CA; 1: CA only; 2: BM only; 3: both), see
-        :func:`fedbone.training.gan.class_labels`.
+        :func:`fedbone.generative.trainer.class_labels`.
     base_channels
         Channels at the finest resolution; each coarser level doubles them up to
         ``max_channels``.

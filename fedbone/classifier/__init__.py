@@ -1,0 +1,1 @@
+"""The classifier at a site: local training, sampling, augmentation, rounds."""

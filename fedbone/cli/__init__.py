@@ -1,0 +1,1 @@
+"""The ``fedbone`` command and its subcommands."""

@@ -1,0 +1,1 @@
+"""Configuration: the site YAML, the study YAML and its sections, profiles."""

@@ -1,0 +1,1 @@
+"""Flower's deployment runtime: SuperLink, SuperNodes, the flwr CLI, app pinning."""

@@ -1,0 +1,1 @@
+"""Synthetic scans: the conditional GAN's training, synthesis, curation, release."""

@@ -1,0 +1,1 @@
+"""How close synthetic images are to real ones: FD/KID/PR, encoders, SSIM, UMAP."""

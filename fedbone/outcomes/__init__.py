@@ -1,0 +1,1 @@
+"""Outcome association: cohorts, survival counts, Kaplan-Meier, log-rank, Cox."""

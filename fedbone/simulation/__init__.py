@@ -1,0 +1,1 @@
+"""A whole federation on one machine: phantom sites, their configs and caches."""

@@ -1,0 +1,83 @@
+"""The simulated federation of a study: phantom sites made, budgeted and prepared.
+
+Node ``i`` of a simulation is site ``i`` of the study's ``simulation.sites``;
+this module gives each one its folder, site YAML and prepared cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from fedbone.config.profiles import profile_spec
+from fedbone.config.site import load_site_config, write_site_config
+from fedbone.config.study import StudyConfig
+from fedbone.data.cache_summary import format_summary_table, summarise_site_cache
+from fedbone.data.prepare import prepare_site_cache
+from fedbone.errors import ConfigError, Problem
+from fedbone.simulation.phantom_sites import ensure_phantom_federation
+
+__all__ = ["prepare_simulated_sites"]
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
+    """Make (if absent) and prepare the phantom sites; return their configs.
+
+    Parameters
+    ----------
+    study
+        A study with a ``simulation`` block (which sites, profile, scale...).
+
+    Raises
+    ------
+    ConfigError
+        If the study has no ``simulation`` block.
+    """
+    sim = study.simulation
+    if sim is None:
+        raise ConfigError(
+            study.source or "study config",
+            [
+                Problem(
+                    "missing-key", "simulation needs a 'simulation' block", "simulation"
+                )
+            ],
+        )
+    configs = ensure_phantom_federation(
+        sim.sites_dir,
+        sites=list(sim.sites),
+        spec=profile_spec(sim.profile),
+        scale=sim.scale,
+        min_scans=sim.min_scans,
+        seed=sim.seed,
+        workers=sim.workers,
+        outcome_sites=sim.outcome_sites,
+    )
+    summaries = []
+    for path in configs:
+        site = load_site_config(path)
+        if site.privacy.epsilon_budget != sim.site_epsilon:
+            # The study's simulated hospitals take the budget it names.
+            privacy = replace(site.privacy, epsilon_budget=sim.site_epsilon)
+            write_site_config(replace(site, privacy=privacy, source=None), path)
+            site = load_site_config(path)
+        report = prepare_site_cache(
+            site.data.manifest,
+            site.data.cache_dir,
+            site.preprocessing,
+            default_view=site.data.default_view,
+            workers=sim.workers,
+        )
+        logger.info(
+            "site %s: %s cache of %d scans (%d quarantined)",
+            site.site_id,
+            "reused" if report.reused else "prepared",
+            report.n_cached,
+            report.n_quarantined,
+        )
+        summaries.append(summarise_site_cache(site.site_id, site.data.cache_dir))
+    logger.info("federation:\n%s", format_summary_table(summaries))
+    return configs

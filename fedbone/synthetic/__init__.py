@@ -1,1 +1,0 @@
-"""Synthetic images after the audit: the site's release register, the pool."""

@@ -1,0 +1,1 @@
+"""Validation statistics: site metrics with CIs, DeLong, pooled ROC, histograms."""
