@@ -12,7 +12,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?=
 DEMO_CONFIG ?= configs/simulation.yaml
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The loop while you work: everything but the tests marked slow (whole studies
+# over real Flower processes); CI runs `make test`.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check fedbone sites server tests bench

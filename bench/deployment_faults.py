@@ -31,8 +31,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT / "bench")]
 
@@ -46,6 +44,7 @@ from deployment_cluster import (  # noqa: E402
     make_training_site,
     wait_for_count,
 )
+from tiny_study import write_tiny_study  # noqa: E402
 
 from fedbone.config.study import load_study_config  # noqa: E402
 from fedbone.federation.deployment.control import (  # noqa: E402
@@ -67,29 +66,17 @@ RUN_TIMEOUT_S = 400.0
 
 
 def write_study(root: Path, name: str, rounds: int) -> Path:
-    study = {
-        "study": {"name": name, "task": "bm", "phases": ["census", "train"]},
-        "model": {"architecture": "small-cnn"},
-        "training": {
-            "rounds": rounds,
-            "local_epochs": 1,
-            "min_train_sites": 2,
-            "round_timeout_s": 30,
-        },
-        "simulation": {
-            # Shared by every part: the phantom hospitals are made once.
-            "sites_dir": str(root.parent / "sites"),
-            "sites": sorted(SITE_HOSTS),
-            "scale": 0.001,
-            "min_scans": 24,
-            "workers": 1,
-        },
-        "output": {"runs_dir": str(root / "runs" / name)},
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return write_tiny_study(
+        root,
+        name,
+        ["census", "train"],
+        filename=f"{name}.yaml",
+        sites=sorted(SITE_HOSTS),
+        training={"rounds": rounds, "round_timeout_s": 30},
+        # Shared by every part: the phantom hospitals are made once.
+        simulation={"sites_dir": str(root.parent / "sites")},
+        output={"runs_dir": str(root / "runs" / name)},
+    )
 
 
 @contextmanager

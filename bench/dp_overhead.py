@@ -28,7 +28,6 @@ Target (issue #5): DP / non-DP <= 2.5 per epoch.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import subprocess
@@ -37,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from bench_data import machine_info  # type: ignore[import-not-found]
 
@@ -46,7 +44,8 @@ from fedbone.classifier.dp_local import train_local_dp
 from fedbone.classifier.local import TrainSpec, train_local
 from fedbone.classifier.sampling import Sampling
 from fedbone.config.profiles import profile_spec
-from fedbone.data.cache import CacheRecord, CacheWriter, SiteCache, install_cache
+from fedbone.data.cache import SiteCache
+from fedbone.data.spot_cache import SpotCacheRecipe, write_spot_cache
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.privacy.dp_sgd import DpSgdSpec
 
@@ -58,40 +57,15 @@ MODELS = (Architecture.SMALL_CNN, Architecture.RESNET18)
 
 def write_cache(folder: Path, scans: int) -> Path:
     """Write ``scans`` CPU-profile canvases (a third positive); return the cache."""
-    spec = profile_spec("cpu")
-    rng = np.random.default_rng(0)
-    staging = folder / ".cache.partial"
-    writer = CacheWriter(staging, scans, spec.output_shape)
-    height, width = spec.output_shape
-    for i in range(scans):
-        label = int(i % 3 == 0)
-        image = 0.3 * rng.random(spec.output_shape, dtype=np.float32)
-        if label:
-            row, column = (
-                int(rng.integers(8, height - 8)),
-                int(rng.integers(4, width - 4)),
-            )
-            image[row - 2 : row + 2, column - 2 : column + 2] = 1.0
-        record = CacheRecord(
-            scan_id=f"s{i}",
-            patient_id=f"P{i}",
-            split="val" if i % 16 == 15 else "train",
-            label_bm=label,
-            label_ca=None,
-            perugini_grade=None,
-            age=None,
-            sex=None,
-            study_date=None,
-            tracer=None,
-            scanner=None,
-            endpoints={},
-            scan_file=f"s{i}.dcm",
-            row_number=i + 2,
-        )
-        writer.append(image, record)
-    writer.finish({"spec": dataclasses.asdict(spec)})
-    install_cache(staging, folder / "cache")
-    return folder / "cache"
+    recipe = SpotCacheRecipe(
+        spec=profile_spec("cpu"),
+        count=scans,
+        seed=0,
+        spot_half=2,
+        margin=(8, 4),
+        split=lambda i: "val" if i % 16 == 15 else "train",
+    )
+    return write_spot_cache(folder, recipe).cache_dir
 
 
 def run_variant(cache_dir: Path, model_name: str, mode: str, steps: int | None) -> dict:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from opacus.accountants import RDPAccountant
-from toy_cache import build_toy_cache
+from tiny_caches import build_toy_cache
 
 from fedbone.classifier.augment import AugmentSpec
 from fedbone.classifier.dp_local import plan_dp_call, train_local_dp

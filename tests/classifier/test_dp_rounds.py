@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy_cache import build_toy_cache
+from tiny_caches import build_toy_cache
 
 from fedbone.classifier.augment import AugmentSpec
 from fedbone.classifier.dp_rounds import DpRoundSpec, train_round_dp

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from toy_cache import build_toy_cache
+from tiny_caches import build_toy_cache
 
 from fedbone.classifier.augment import AugmentSpec
 from fedbone.classifier.errors import TrainingError

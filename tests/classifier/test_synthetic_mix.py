@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy_cache import build_toy_cache
+from tiny_caches import build_toy_cache
 
 from fedbone.classifier.augment import AugmentSpec
 from fedbone.classifier.errors import TrainingError

@@ -95,7 +95,7 @@ def test_the_site_cache_is_opened_once_until_it_is_prepared_again(
     tmp_path: Path,
 ) -> None:
 
-    from toy_cache import build_toy_cache
+    from tiny_caches import build_toy_cache
 
     from fedbone.config.site import DataSettings, SiteConfig, SiteRole
     from fedbone.federation.site_context import open_site_cache

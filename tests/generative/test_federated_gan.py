@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from labelled_cache import build_labelled_cache
+from tiny_caches import build_labelled_cache
 
 from fedbone.classifier.errors import TrainingError
 from fedbone.classifier.local import TrainSpec

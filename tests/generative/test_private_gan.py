@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labelled_cache import build_labelled_cache
+from tiny_caches import build_labelled_cache
 
 from fedbone.classifier.local import TrainSpec
 from fedbone.config.privacy import DpPhaseSettings

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_caches import build_toy_cache
 from torch.nn import functional
-from toy_cache import build_toy_cache
 
 from fedbone.classifier.errors import TrainingError
 from fedbone.generative.audit.similarity import HISTOGRAM_EDGES, AuditThresholds

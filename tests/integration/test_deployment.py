@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from deployment_cluster import (
     Cluster,
     free_address,
     loopback_cluster,
     missing_binaries,
 )
+from tiny_study import write_tiny_study
 
 from fedbone.config.site import load_site_config
 from fedbone.config.study import load_study_config
@@ -32,38 +32,29 @@ from fedbone.federation.egress.guard import EgressLog
 from fedbone.security.pki import create_study_pki
 from fedbone.simulation.sites import prepare_simulated_sites
 
-pytestmark = pytest.mark.skipif(
-    bool(missing_binaries()), reason=f"Flower binaries missing: {missing_binaries()}"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(missing_binaries()),
+        reason=f"Flower binaries missing: {missing_binaries()}",
+    ),
+]
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SITE_HOSTS = {"A": "127.0.0.2", "B": "127.0.0.3", "C": "127.0.0.4"}
 
 
 def _write_study(root: Path) -> Path:
-    study = {
-        "study": {
-            "name": "deployed",
-            "task": "bm",
-            "phases": ["census", "train", "validate", "report"],
-        },
-        "model": {"architecture": "small-cnn"},
-        "training": {"rounds": 1, "local_epochs": 1, "min_train_sites": 2},
-        "validation": {"n_bootstrap": 50},
-        # Only used here to write and prepare the phantom hospitals.
-        "simulation": {
-            "sites_dir": str(root / "sites"),
-            "sites": sorted(SITE_HOSTS),
-            "scale": 0.001,
-            "min_scans": 24,
-            "workers": 1,
-            "outcome_sites": ["C"],
-        },
-        "output": {"runs_dir": str(root / "runs")},
-    }
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    # The simulation block only writes and prepares the phantom hospitals.
+    return write_tiny_study(
+        root,
+        "deployed",
+        ["census", "train", "validate", "report"],
+        sites=sorted(SITE_HOSTS),
+        validation={"n_bootstrap": 50},
+        simulation={"outcome_sites": ["C"]},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from deployment_cluster import (
     PROJECT_DIR,
     RECEIVING,
@@ -35,6 +34,7 @@ from deployment_cluster import (
     make_training_site,
     missing_binaries,
 )
+from tiny_study import write_tiny_study
 
 from fedbone.config.site import load_site_config
 from fedbone.config.study import load_study_config
@@ -49,9 +49,14 @@ from fedbone.security.pki import create_study_pki
 from fedbone.simulation.sites import prepare_simulated_sites
 from server.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.skipif(
-    bool(missing_binaries()), reason=f"Flower binaries missing: {missing_binaries()}"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(missing_binaries()),
+        reason=f"Flower binaries missing: {missing_binaries()}",
+    ),
+]
 
 SITE_HOSTS = {"A": "127.0.0.2", "B": "127.0.0.3", "C": "127.0.0.4"}
 ROUNDS = 3
@@ -60,29 +65,16 @@ RUN_TIMEOUT_S = 240.0
 
 
 def _write_study(root: Path, name: str, rounds: int = ROUNDS) -> Path:
-    study = {
-        "study": {"name": name, "task": "bm", "phases": ["census", "train"]},
-        "model": {"architecture": "small-cnn"},
-        "training": {
-            "rounds": rounds,
-            "local_epochs": 1,
-            "min_train_sites": 2,
-            "round_timeout_s": 30,
-            "census_timeout_s": 60,
-        },
-        # Only used here to write and prepare the phantom hospitals.
-        "simulation": {
-            "sites_dir": str(root / "sites"),
-            "sites": sorted(SITE_HOSTS),
-            "scale": 0.001,
-            "min_scans": 24,
-            "workers": 1,
-        },
-        "output": {"runs_dir": str(root / "runs" / name)},
-    }
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    # The simulation block only writes and prepares the phantom hospitals.
+    return write_tiny_study(
+        root,
+        name,
+        ["census", "train"],
+        filename=f"{name}.yaml",
+        sites=sorted(SITE_HOSTS),
+        training={"rounds": rounds, "round_timeout_s": 30, "census_timeout_s": 60},
+        output={"runs_dir": str(root / "runs" / name)},
+    )
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from tiny_study import write_tiny_study
 
 from fedbone.config.site import load_site_config
 from fedbone.config.study import load_study_config
@@ -23,44 +23,29 @@ from fedbone.privacy.site_spending import SGD_STREAM, open_site_ledger
 from fedbone.privacy.statistic_spending import STATISTICS_STREAM
 from server.simulation import simulate_study
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("dp")
-    study = {
-        "study": {
-            "name": "tiny-dp",
-            "task": "bm",
-            "phases": ["census", "train", "validate", "outcomes", "report"],
-            "baselines": ["local"],
-        },
-        "model": {"architecture": "small-cnn", "norm": "group"},
-        "training": {
-            "rounds": 1,
-            "local_epochs": 1,
-            "min_train_sites": 2,
-            "augment": False,
-        },
-        "dp": {
+    path = write_tiny_study(
+        root,
+        "tiny-dp",
+        ["census", "train", "validate", "outcomes", "report"],
+        min_scans=40,
+        study={"baselines": ["local"]},
+        model={"architecture": "small-cnn", "norm": "group"},
+        training={"augment": False},
+        dp={
             "classifier": {"noise_multiplier": 1.0, "clipping": "hooks"},
             "statistics": {"epsilon": 0.5},
             "on_budget_exhausted": "continue",
         },
-        "validation": {"n_bootstrap": 50},
-        "outcomes": {"resolution_days": 182},
-        "simulation": {
-            "sites_dir": str(root / "sites"),
-            "sites": ["A", "B", "C"],
-            "scale": 0.001,
-            "min_scans": 40,
-            "workers": 1,
-            "site_epsilon": 4.0,
-            "outcome_sites": ["C"],
-        },
-        "output": {"runs_dir": str(root / "runs")},
-    }
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
+        validation={"n_bootstrap": 50},
+        outcomes={"resolution_days": 182},
+        simulation={"site_epsilon": 4.0, "outcome_sites": ["C"]},
+    )
 
     outcome = simulate_study(load_study_config(path))
 

@@ -9,49 +9,33 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from tiny_study import TINY_GAN, write_tiny_study
 
 from fedbone.config.study import load_study_config
 from fedbone.federation.egress.guard import EgressLog
 from server.simulation import simulate_study
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("federated-gan")
-    study = {
-        "study": {
-            "name": "tiny-fedgan",
-            "task": "bm",
-            "phases": ["census", "gan", "synthesize", "report"],
-        },
-        "model": {"architecture": "small-cnn"},
-        "training": {"rounds": 1, "local_epochs": 1, "min_train_sites": 2},
-        "gan": {
+    path = write_tiny_study(
+        root,
+        "tiny-fedgan",
+        ["census", "gan", "synthesize", "report"],
+        sites=["A", "B"],
+        min_scans=40,
+        gan={
             "mode": "federated",
             "sites": ["A", "B"],
             "steps": 4,
             "rounds": 2,
-            "batch_size": 4,
-            "base_channels": 4,
-            "max_channels": 8,
-            "latent_dim": 8,
-            "fd_images_per_class": 4,
-            "encoder_epochs": 1,
-            "curation_epochs": 1,
+            **TINY_GAN,
         },
-        "synthesis": {"n_per_class": 6, "recipients": ["B"]},
-        "simulation": {
-            "sites_dir": str(root / "sites"),
-            "sites": ["A", "B"],
-            "scale": 0.001,
-            "min_scans": 40,
-            "workers": 1,
-        },
-        "output": {"runs_dir": str(root / "runs")},
-    }
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
+        synthesis={"n_per_class": 6, "recipients": ["B"]},
+    )
 
     outcome = simulate_study(load_study_config(path))
 

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from tiny_study import write_tiny_study
 
 from fedbone.config.study import load_study_config
 from server.phases import train as train_phase
 from server.simulation import simulate_study
 from server.study_run import StudyError
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROUNDS = 3
 
@@ -45,26 +47,13 @@ def _dying_after_replies(real: Callable[..., Any]) -> Callable[..., Any]:
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("resume")
-    study = {
-        "study": {
-            "name": "resume",
-            "task": "bm",
-            "phases": ["census", "train", "validate", "report"],
-        },
-        "model": {"architecture": "small-cnn"},
-        "training": {"rounds": ROUNDS, "local_epochs": 1, "min_train_sites": 2},
-        "validation": {"n_bootstrap": 50},
-        "simulation": {
-            "sites_dir": str(root / "sites"),
-            "sites": ["A", "B", "C"],
-            "scale": 0.001,
-            "min_scans": 24,
-            "workers": 1,
-        },
-        "output": {"runs_dir": str(root / "runs")},
-    }
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
+    path = write_tiny_study(
+        root,
+        "resume",
+        ["census", "train", "validate", "report"],
+        training={"rounds": ROUNDS},
+        validation={"n_bootstrap": 50},
+    )
     config = load_study_config(path)
     patch = pytest.MonkeyPatch()
     patch.setattr(

@@ -4,39 +4,28 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from tiny_study import write_tiny_study
 
 from fedbone.config.study import load_study_config
 from fedbone.federation.egress.guard import EgressLog
 from server.simulation import simulate_study
 
+pytestmark = [pytest.mark.integration]
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("simulation")
-    study = {
-        "study": {
-            "name": "tiny",
-            "task": "bm",
-            "phases": ["census", "train", "validate", "outcomes", "report"],
-            "baselines": ["local", "pooled"],
-        },
-        "model": {"architecture": "small-cnn"},
-        "training": {"rounds": 2, "local_epochs": 1, "min_train_sites": 2},
-        "validation": {"n_bootstrap": 100},
-        "outcomes": {"resolution_days": 182},
-        "simulation": {
-            "sites_dir": str(root / "sites"),
-            "sites": ["A", "B", "C"],
-            "scale": 0.001,
-            "min_scans": 24,
-            "workers": 1,
-            "outcome_sites": ["C"],
-        },
-        "output": {"runs_dir": str(root / "runs")},
-    }
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
+    path = write_tiny_study(
+        root,
+        "tiny",
+        ["census", "train", "validate", "outcomes", "report"],
+        study={"baselines": ["local", "pooled"]},
+        training={"rounds": 2},
+        validation={"n_bootstrap": 100},
+        outcomes={"resolution_days": 182},
+        simulation={"outcome_sites": ["C"]},
+    )
 
     outcome = simulate_study(load_study_config(path))
 

@@ -1,9 +1,9 @@
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from tiny_caches import build_toy_cache, toy_label, toy_split
 
 from fedbone.data.cache import SiteCache
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
@@ -25,17 +25,8 @@ HUGE_EPSILON = 1e9
 
 
 @pytest.fixture(scope="module")
-def toy_cache_module() -> ModuleType:
-    import toy_cache
-
-    return toy_cache
-
-
-@pytest.fixture(scope="module")
-def cache(
-    toy_cache_module: ModuleType, tmp_path_factory: pytest.TempPathFactory
-) -> SiteCache:
-    return toy_cache_module.build_toy_cache(tmp_path_factory.mktemp("toy"), count=30)
+def cache(tmp_path_factory: pytest.TempPathFactory) -> SiteCache:
+    return build_toy_cache(tmp_path_factory.mktemp("toy"), count=30)
 
 
 @pytest.fixture(scope="module")
@@ -114,16 +105,11 @@ def test_spec_splits_epsilon_equally_over_the_models() -> None:
 
 
 def test_huge_epsilon_gives_the_labelled_split_sizes_per_class(
-    toy_cache_module: ModuleType,
     cache: SiteCache,
     models: dict[str, dict[str, np.ndarray]],
 ) -> None:
     # Prepare: the toy cache's test rows that have a bone-metastasis label
-    labels = [
-        toy_cache_module.toy_label(i)
-        for i in range(30)
-        if toy_cache_module.SPLITS[i % len(toy_cache_module.SPLITS)] == "test"
-    ]
+    labels = [toy_label(i) for i in range(30) if toy_split(i) == "test"]
     n_positive, n_negative = labels.count(1), labels.count(0)
     dp = DpStatisticsSpec(epsilon=HUGE_EPSILON, bins=10)
 
