@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tiny_caches import build_labelled_cache
+from tiny_study import ONE_EPOCH, SMALL_CNN, tiny_gan_settings
 
 from fedbone.classifier.errors import TrainingError
-from fedbone.classifier.local import TrainSpec
 from fedbone.config.site import AuditSettings
-from fedbone.config.synthetic import GanSettings, SynthesisSettings
+from fedbone.config.synthetic import SynthesisSettings
 from fedbone.data.cache import SiteCache
 from fedbone.generative.arrays import arrays_digest, trainer_arrays
 from fedbone.generative.audit.cross_audit import cross_audit_at_site
@@ -26,22 +26,10 @@ from fedbone.generative.federated_gan import (
 from fedbone.generative.release_register import ReleaseRegister
 from fedbone.generative.site_gan import gan_state_dir, gan_trainer_for
 from fedbone.generative.site_synthesis import synthesize_at_site
-from fedbone.models import Architecture, ClassifierSpec, Norm
 
-GAN = GanSettings(
-    mode="federated",
-    steps=4,
-    rounds=2,
-    batch_size=4,
-    base_channels=4,
-    max_channels=8,
-    latent_dim=8,
-    fd_images_per_class=4,
-    encoder_epochs=1,
-    curation_epochs=1,
-)
-CLASSIFIER = ClassifierSpec(architecture=Architecture.SMALL_CNN, norm=Norm.BATCH)
-TRAIN = TrainSpec(epochs=1, batch_size=8, device="cpu")
+GAN = tiny_gan_settings(mode="federated", steps=4, rounds=2)
+CLASSIFIER = SMALL_CNN
+TRAIN = ONE_EPOCH
 
 
 def _global(cache: SiteCache) -> dict[str, np.ndarray]:

@@ -6,34 +6,22 @@ from pathlib import Path
 
 import pytest
 from tiny_caches import build_labelled_cache
+from tiny_study import ONE_EPOCH, SMALL_CNN, tiny_gan_settings
 
-from fedbone.classifier.local import TrainSpec
 from fedbone.config.privacy import DpPhaseSettings
-from fedbone.config.synthetic import GanSettings
 from fedbone.data.cache import SiteCache
 from fedbone.generative.site_gan import (
     SELECTION_FILE,
     gan_state_dir,
     train_site_generator,
 )
-from fedbone.models import Architecture, ClassifierSpec, Norm
 from fedbone.privacy.budget import PrivacyBudget
 from fedbone.privacy.errors import BudgetExceeded
 from fedbone.privacy.ledger import PrivacyLedger
 
-GAN = GanSettings(
-    steps=3,
-    checkpoint_every=3,
-    batch_size=4,
-    base_channels=4,
-    max_channels=8,
-    latent_dim=8,
-    fd_images_per_class=4,
-    encoder_epochs=1,
-    curation_epochs=1,
-)
-CLASSIFIER = ClassifierSpec(architecture=Architecture.SMALL_CNN, norm=Norm.BATCH)
-TRAIN = TrainSpec(epochs=1, batch_size=8, device="cpu")
+GAN = tiny_gan_settings(steps=3, checkpoint_every=3)
+CLASSIFIER = SMALL_CNN
+TRAIN = ONE_EPOCH
 DP = DpPhaseSettings(noise_multiplier=1.0, max_grad_norm=1.0)
 
 

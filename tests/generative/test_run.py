@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +34,6 @@ TINY = GanSpec(
 )
 FAST = GanTrainSpec(batch_size=8, ema_half_life_images=100, device="cpu", seed=3)
 RUN = GanRunSpec(steps=6, checkpoint_every=2, fd_images_per_class=6, seed=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny nets gain nothing from threads, and on a busy shared runner
-    # OpenMP's spinning threads make each GAN step ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _scans(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

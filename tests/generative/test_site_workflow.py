@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tiny_caches import build_labelled_cache
+from tiny_study import ONE_EPOCH, SMALL_CNN, tiny_gan_settings
 
 from fedbone.classifier.errors import TrainingError
-from fedbone.classifier.local import TrainSpec
 from fedbone.classifier.synthetic_mix import MixedCache
 from fedbone.config.site import AuditSettings
-from fedbone.config.synthetic import GanSettings, SynthesisSettings
+from fedbone.config.synthetic import SynthesisSettings
 from fedbone.generative.pool import pool_digest
 from fedbone.generative.release_register import ReleaseRegister
 from fedbone.generative.site_gan import (
@@ -25,21 +25,10 @@ from fedbone.generative.site_synthesis import (
     store_received_pool,
     synthesize_at_site,
 )
-from fedbone.models import Architecture, ClassifierSpec, Norm
 
-GAN = GanSettings(
-    steps=4,
-    checkpoint_every=2,
-    batch_size=4,
-    base_channels=4,
-    max_channels=8,
-    latent_dim=8,
-    fd_images_per_class=4,
-    encoder_epochs=1,
-    curation_epochs=1,
-)
-CLASSIFIER = ClassifierSpec(architecture=Architecture.SMALL_CNN, norm=Norm.BATCH)
-TRAIN = TrainSpec(epochs=1, batch_size=8, device="cpu")
+GAN = tiny_gan_settings(steps=4, checkpoint_every=2)
+CLASSIFIER = SMALL_CNN
+TRAIN = ONE_EPOCH
 
 
 @pytest.fixture(scope="module")

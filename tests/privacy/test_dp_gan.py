@@ -34,11 +34,6 @@ N_IMAGES = 64
 DELTA = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     images = rng.random((N_IMAGES, TINY.height, TINY.width)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""One tiny study over phantom sites, with what a test changes on top.
+"""One tiny study over phantom sites, and the tiny GAN and classifier it uses.
 
 Every integration test and deployment benchmark runs the same kind of study:
 small CNN, one local epoch, phantom sites at 0.1% of their profile size, one
@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fedbone.classifier.local import TrainSpec
+from fedbone.config.synthetic import GanSettings
+from fedbone.models import Architecture, ClassifierSpec, Norm
 
 
 def tiny_study(
@@ -75,3 +79,13 @@ TINY_GAN: dict[str, Any] = {
     "curation_epochs": 1,
 }
 """GAN settings small enough for a whole study to run in a test."""
+
+
+def tiny_gan_settings(**changes: Any) -> GanSettings:
+    """Return :data:`TINY_GAN` as settings, with ``changes`` (e.g. ``steps=4``)."""
+    return GanSettings(**{**TINY_GAN, **changes})
+
+
+SMALL_CNN = ClassifierSpec(architecture=Architecture.SMALL_CNN, norm=Norm.BATCH)
+ONE_EPOCH = TrainSpec(epochs=1, batch_size=8, device="cpu")
+"""The classifier and training the tiny GAN's curation and encoder use."""
