@@ -115,6 +115,27 @@ def plan_dp_call(
 
     The rate is Opacus' ``1 / ceil(n / batch_size)``; with
     ``dp.target_epsilon`` the noise spends the target over ``planned_steps``.
+
+    Parameters
+    ----------
+    n_examples
+        Number of labelled training scans the call will sample from.
+    spec
+        Training settings; ``batch_size``, ``epochs`` and
+        ``max_batches_per_epoch`` set the rate and the step count.
+        ``proximal_mu`` must be 0.
+    dp
+        DP-SGD settings; a fixed ``noise_multiplier`` is used as is, otherwise
+        the noise is derived from ``target_epsilon``, ``delta`` and the
+        accountant.
+    planned_steps
+        DP-SGD steps of the whole planned run (all rounds); required with
+        ``dp.target_epsilon``, ignored with a fixed noise multiplier.
+
+    Raises
+    ------
+    PrivacyError
+        When ``spec`` or ``planned_steps`` do not fit DP-SGD.
     """
     _check_supported(spec, dp, planned_steps)
     batches = -(-n_examples // spec.batch_size)

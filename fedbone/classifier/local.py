@@ -179,7 +179,17 @@ class TrainResult:
 def labelled_rows(
     cache: TrainingImages, task: str, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the positions and 0/1 labels of ``split`` rows labelled for ``task``."""
+    """Return the positions and 0/1 labels of ``split`` rows labelled for ``task``.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``.
+    split
+        ``train``, ``val`` or ``test``; rows whose label is unknown are left out.
+    """
     positions = cache.indices(split)
     labels = cache.labels(task)[positions]
     known = labels >= 0
@@ -218,6 +228,20 @@ def predict(
     """Return the model's probability for each image ``indices`` of ``cache``.
 
     The model is moved to ``device`` and left in eval mode.
+
+    Parameters
+    ----------
+    model
+        A classifier mapping ``(B, C, H, W)`` to ``(B,)`` logits.
+    cache
+        The site's prepared cache.
+    indices
+        Row positions in ``cache`` to score, in the order wanted back.
+    batch_size
+        Images per forward pass.
+    device
+        ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``; mixed
+        precision is used on CUDA.
     """
     target = resolve_device(device)
     model.to(target)
@@ -255,6 +279,21 @@ def evaluate_split(
     device: str = "auto",
 ) -> tuple[int, float | None, float | None]:
     """Score ``model`` on the labelled rows of ``split``.
+
+    Parameters
+    ----------
+    model
+        A classifier mapping ``(B, C, H, W)`` to ``(B,)`` logits.
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``.
+    split
+        ``train``, ``val`` or ``test``; rows with an unknown label are skipped.
+    batch_size
+        Images per forward pass.
+    device
+        ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``.
 
     Returns
     -------

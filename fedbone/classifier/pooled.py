@@ -24,7 +24,18 @@ logger = logging.getLogger(__name__)
 
 
 def train_spec_for(settings: TrainingSettings, *, epochs: int, seed: int) -> TrainSpec:
-    """Local-training settings equivalent to the study's, for ``epochs``."""
+    """Local-training settings equivalent to the study's, for ``epochs``.
+
+    Parameters
+    ----------
+    settings
+        The study's training settings; batch size, AdamW settings, sampling,
+        augmentation and early-stopping patience are copied from it.
+    epochs
+        Passes over the training split (replaces ``settings.local_epochs``).
+    seed
+        Seed of the run's sampling, augmentation and initialisation.
+    """
     return TrainSpec(
         epochs=epochs,
         batch_size=settings.batch_size,
@@ -52,6 +63,31 @@ def train_pooled_baseline(
 
     It trains for ``rounds x local_epochs`` epochs, as many passes over each
     site's data as the federated model made.
+
+    Parameters
+    ----------
+    site_configs
+        Paths of the phantom sites' config files.
+    site_ids
+        Sites whose caches are pooled; configs of other sites are ignored.
+    spec
+        Classifier to build.
+    start
+        Initial weights (state-dict name -> array), normally the federated
+        model's starting point.
+    task
+        ``bm`` or ``ca``.
+    settings
+        The study's training settings.
+    seed
+        Seed of the pooled run.
+    work_dir
+        Folder for the pooled cache (``pooled-cache``, replaced if present).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The trained weights, state-dict name -> array.
     """
     configs = [load_site_config(p) for p in site_configs]
     caches = [

@@ -87,7 +87,23 @@ def balanced_epoch(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def epoch_indices(
     sampling: Sampling, labels: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """Return one epoch's shuffled positions into ``labels`` for ``sampling``."""
+    """Return one epoch's shuffled positions into ``labels`` for ``sampling``.
+
+    Parameters
+    ----------
+    sampling
+        ``oversample`` (:func:`oversample_minority`), ``balanced``
+        (:func:`balanced_epoch`) or ``none`` (every scan once).
+    labels
+        0/1 label of each training scan; unknown labels must be dropped first.
+    rng
+        Source of the draws; call once per epoch for a fresh draw.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is not a 1-D array of 0/1.
+    """
     if sampling is Sampling.OVERSAMPLE:
         return oversample_minority(labels, rng)
     if sampling is Sampling.BALANCED:

@@ -80,7 +80,19 @@ class EarlyStopping:
     def update(
         self, epoch: int, metrics: tuple[float | None, float | None], model: nn.Module
     ) -> bool:
-        """Record an epoch's ``(val_loss, val_auc)``; True when training should stop."""
+        """Record an epoch's ``(val_loss, val_auc)``; True when training should stop.
+
+        Parameters
+        ----------
+        epoch
+            Number of the epoch just run, counted from 1.
+        metrics
+            ``(val_loss, val_auc)`` of that epoch; the AUC is compared when
+            defined, otherwise the lower loss wins.
+        model
+            The model being trained; its state is copied when this epoch is
+            the best so far.
+        """
         loss, auc = metrics
         score = auc if auc is not None else -(loss or 0.0)
         if score > self.best_score:

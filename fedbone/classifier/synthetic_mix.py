@@ -527,6 +527,18 @@ def mixed_training_cache(
 ) -> MixedCache:
     """Mix ``cache``'s labelled training scans for ``task`` with pool images.
 
+    Parameters
+    ----------
+    cache
+        The site's prepared cache of real scans.
+    task
+        ``bm`` or ``ca``: the labels the mix balances on.
+    synthetic
+        The pool of synthetic images to draw from.
+    spec
+        Ratio of synthetic to real images (or synthetic only) and the seed of
+        the draw.
+
     Returns
     -------
     MixedCache

@@ -21,27 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedbone.config.reader import StudyCollector
+from fedbone.config.reader import SettingsCollector, number, one_of
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
-    "OUTCOME_KEYS",
     "OutcomeSettings",
     "read_outcomes",
 ]
 
 #: The endpoint each task's prediction is expected to carry (Haberl et al.).
 DEFAULT_ENDPOINTS = {"bm": ("death",), "ca": ("hf",)}
-
-OUTCOME_KEYS = {
-    "model",
-    "endpoints",
-    "split",
-    "threshold",
-    "resolution_days",
-    "horizon_days",
-    "ties",
-}
 
 
 @dataclass(frozen=True)
@@ -51,19 +40,19 @@ class OutcomeSettings:
     model: str = "federated"
     endpoints: tuple[str, ...] = ()
     """Empty: the task's default (:data:`DEFAULT_ENDPOINTS`)."""
-    split: str = "test"
-    threshold: float = 0.5
-    resolution_days: float = 7.0
-    horizon_days: float = 3650.0
-    ties: str = "efron"
+    split: str = one_of("test", ("test", "val"))
+    threshold: float = number(0.5, 0, 1)
+    resolution_days: float = number(7.0, 0.5, 3650)
+    horizon_days: float = number(3650.0, 1.0, 36500)
+    ties: str = one_of("efron", ("efron", "breslow"))
 
     def endpoints_for(self, task: str) -> tuple[str, ...]:
         """Return the endpoints analysed for ``task``."""
         return self.endpoints or DEFAULT_ENDPOINTS[task]
 
 
-def _endpoint_names(c: StudyCollector, raw: Mapping[str, Any]) -> tuple[str, ...]:
-    names = c.names(raw, "endpoints", "outcomes.endpoints")
+def _endpoint_names(c: SettingsCollector, raw: Mapping[str, Any]) -> tuple[str, ...]:
+    names = c.names(raw, "outcomes.endpoints")
     bad = [n for n in names if not n.replace("_", "-").replace("-", "").isalnum()]
     if bad or any(n != n.lower() for n in names):
         c.add(
@@ -76,32 +65,21 @@ def _endpoint_names(c: StudyCollector, raw: Mapping[str, Any]) -> tuple[str, ...
     return names
 
 
-def read_outcomes(c: StudyCollector, raw: Mapping[str, Any]) -> OutcomeSettings:
+def read_outcomes(c: SettingsCollector, raw: Mapping[str, Any]) -> OutcomeSettings:
     """Read the ``outcomes`` section (defaults when absent)."""
     s = c.section(raw, "outcomes")
-    d = OutcomeSettings()
-    model = s.get("model", d.model)
+    model = s.get("model", OutcomeSettings.model)
     if not isinstance(model, str) or not model:
         c.add("wrong-type", "outcomes.model", "expected a model name, e.g. federated")
-        model = d.model
-    resolution = c.number(
-        s, "resolution_days", "outcomes.resolution_days", d.resolution_days, 0.5, 3650
+        model = OutcomeSettings.model
+    settings = c.settings(
+        s, "outcomes", OutcomeSettings, model=model, endpoints=_endpoint_names(c, s)
     )
-    horizon = c.number(
-        s, "horizon_days", "outcomes.horizon_days", d.horizon_days, 1.0, 36500
-    )
-    if horizon < resolution:
+    if settings.horizon_days < settings.resolution_days:
         c.add(
             "invalid-value",
             "outcomes.horizon_days",
-            f"{horizon} is shorter than one interval of {resolution} days",
+            f"{settings.horizon_days} is shorter than one interval of "
+            f"{settings.resolution_days} days",
         )
-    return OutcomeSettings(
-        model=model,
-        endpoints=_endpoint_names(c, s),
-        split=c.one_of(s, "split", "outcomes.split", ("test", "val"), d.split),
-        threshold=c.number(s, "threshold", "outcomes.threshold", d.threshold, 0, 1),
-        resolution_days=float(resolution),
-        horizon_days=float(horizon),
-        ties=c.one_of(s, "ties", "outcomes.ties", ("efron", "breslow"), d.ties),
-    )
+    return settings

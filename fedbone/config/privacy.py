@@ -29,7 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedbone.config.reader import StudyCollector
+from fedbone.config.reader import (
+    SettingsCollector,
+    number,
+    one_of,
+    setting_keys,
+    whole,
+)
 
 __all__ = [
     "DP_SECTIONS",
@@ -41,18 +47,8 @@ __all__ = [
 
 _POLICIES = ("continue", "stop")
 _CLIPPING = ("ghost", "hooks")
-
-DP_SECTIONS: dict[str, set[str]] = {
-    "dp": {"classifier", "gan", "statistics", "on_budget_exhausted"},
-    "dp.statistics": {"epsilon", "bins", "max_scans_per_patient"},
-    "dp.classifier": {
-        "noise_multiplier",
-        "target_epsilon",
-        "max_grad_norm",
-        "clipping",
-    },
-    "dp.gan": {"noise_multiplier", "target_epsilon", "max_grad_norm"},
-}
+#: The DP-SGD settings of which a section gives exactly one, with their range.
+_NOISE_OR_TARGET = {"noise_multiplier": (0.01, 100.0), "target_epsilon": (0.01, 1e3)}
 
 
 @dataclass(frozen=True)
@@ -61,8 +57,9 @@ class DpPhaseSettings:
 
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
-    max_grad_norm: float = 1.0
-    clipping: str = "ghost"
+    max_grad_norm: float = number(1.0, 1e-4, 1e4)
+    clipping: str = one_of("ghost", _CLIPPING)
+    """Read for ``dp.classifier`` only; ``dp.gan`` keeps the default."""
 
     def to_config(self, prefix: str = "dp") -> dict[str, float | str]:
         """Return the values a request carries (0 stands for "not given")."""
@@ -78,9 +75,9 @@ class DpPhaseSettings:
 class DpStatisticsSettings:
     """Noisy validation histograms: ε per site, bins, contribution bound."""
 
-    epsilon: float = 1.0
-    bins: int = 20
-    max_scans_per_patient: int = 1
+    epsilon: float = number(1.0, 0.01, 100.0)
+    bins: int = whole(20, 10, 1000)
+    max_scans_per_patient: int = whole(1, 1, 100)
 
     def to_config(self) -> dict[str, float | int]:
         """Return the values a validation request carries."""
@@ -98,7 +95,7 @@ class DpSettings:
     classifier: DpPhaseSettings | None = None
     gan: DpPhaseSettings | None = None
     statistics: DpStatisticsSettings | None = None
-    on_budget_exhausted: str = "continue"
+    on_budget_exhausted: str = one_of("continue", _POLICIES)
 
     @property
     def enabled(self) -> bool:
@@ -108,8 +105,16 @@ class DpSettings:
         )
 
 
+DP_SECTIONS: dict[str, set[str]] = {
+    "dp": setting_keys(DpSettings),
+    "dp.statistics": setting_keys(DpStatisticsSettings),
+    "dp.classifier": setting_keys(DpPhaseSettings),
+    "dp.gan": setting_keys(DpPhaseSettings) - {"clipping"},
+}
+
+
 def _read_phase(
-    c: StudyCollector, raw: Mapping[str, Any], name: str
+    c: SettingsCollector, raw: Mapping[str, Any], name: str
 ) -> DpPhaseSettings | None:
     section = raw.get(name)
     if section is None:
@@ -119,39 +124,25 @@ def _read_phase(
         c.add("wrong-type", where, "expected a mapping of DP-SGD settings")
         return None
     c.unknown_keys(section, where)
-    given = [k for k in ("noise_multiplier", "target_epsilon") if k in section]
+    # a key given as null is read, and reported, like any other wrong value
+    given: dict[str, Any] = {
+        key: c.number(section, f"{where}.{key}", low, low, high)
+        for key, (low, high) in _NOISE_OR_TARGET.items()
+        if key in section
+    }
     if len(given) != 1:
         c.add(
             "noise-or-target",
             where,
             "give exactly one of noise_multiplier and target_epsilon",
         )
-    noise = target = None
-    if "noise_multiplier" in section:
-        noise = c.number(
-            section, "noise_multiplier", f"{where}.noise_multiplier", 1.0, 0.01, 100.0
-        )
-    if "target_epsilon" in section:
-        target = c.number(
-            section, "target_epsilon", f"{where}.target_epsilon", 8.0, 0.01, 1000.0
-        )
-    clipping = "ghost"
-    if name == "classifier":
-        clipping = c.one_of(
-            section, "clipping", f"{where}.clipping", _CLIPPING, "ghost"
-        )
-    return DpPhaseSettings(
-        noise_multiplier=noise,
-        target_epsilon=target,
-        max_grad_norm=c.number(
-            section, "max_grad_norm", f"{where}.max_grad_norm", 1.0, 1e-4, 1e4
-        ),
-        clipping=clipping,
-    )
+    if name != "classifier":
+        given["clipping"] = DpPhaseSettings.clipping
+    return c.settings(section, where, DpPhaseSettings, **given)
 
 
 def _read_statistics(
-    c: StudyCollector, raw: Mapping[str, Any]
+    c: SettingsCollector, raw: Mapping[str, Any]
 ) -> DpStatisticsSettings | None:
     section = raw.get("statistics")
     if section is None:
@@ -161,37 +152,36 @@ def _read_statistics(
         c.add("wrong-type", where, "expected a mapping of noisy-statistics settings")
         return None
     c.unknown_keys(section, where)
-    bins = c.integer(section, "bins", f"{where}.bins", 20, 10, 1000)
-    if bins % 2:
+    settings = c.settings(section, where, DpStatisticsSettings)
+    if settings.bins % 2:
         c.add(
             "odd-bins", f"{where}.bins", "use an even number (0.5 must be a bin edge)"
         )
-    return DpStatisticsSettings(
-        epsilon=c.number(section, "epsilon", f"{where}.epsilon", 1.0, 0.01, 100.0),
-        bins=bins,
-        max_scans_per_patient=c.integer(
-            section,
-            "max_scans_per_patient",
-            f"{where}.max_scans_per_patient",
-            1,
-            1,
-            100,
-        ),
-    )
+    return settings
 
 
-def read_dp(c: StudyCollector, raw: Mapping[str, Any], norm: str) -> DpSettings:
-    """Read the ``dp`` section (absent: no DP); ``norm`` is ``model.norm``."""
+def read_dp(c: SettingsCollector, raw: Mapping[str, Any], norm: str) -> DpSettings:
+    """Read the ``dp`` section (absent: no DP).
+
+    Parameters
+    ----------
+    c
+        Collects the problems found.
+    raw
+        The whole study YAML.
+    norm
+        ``model.norm``: DP-SGD cannot train batch norm.
+    """
     if "dp" not in raw:
         return DpSettings()
     d = c.section(raw, "dp")
-    settings = DpSettings(
+    settings = c.settings(
+        d,
+        "dp",
+        DpSettings,
         classifier=_read_phase(c, d, "classifier"),
         gan=_read_phase(c, d, "gan"),
         statistics=_read_statistics(c, d),
-        on_budget_exhausted=c.one_of(
-            d, "on_budget_exhausted", "dp.on_budget_exhausted", _POLICIES, "continue"
-        ),
     )
     if settings.classifier is not None and norm == "batch":
         c.add(

@@ -1,34 +1,240 @@
-"""Readers for study settings: choices, whole numbers, lists of names.
+"""Reading settings mappings: every problem recorded, each setting declared once.
 
-Every reader records a problem instead of raising, so a study YAML's problems
-are all reported together.
+A settings dataclass declares each YAML setting once, as a field whose default
+also says how the setting is read and which values it allows::
+
+    @dataclass(frozen=True)
+    class TrainingSettings:
+        rounds: int = whole(10, 1, 10_000)
+        lr: float = number(1e-3, 1e-7, 10.0)
+
+``collector.settings(raw, "training", TrainingSettings)`` then reads every
+declared field from ``raw`` (key = field name, default = field default) and
+builds the dataclass. Adding a setting is adding one field; a check that
+relates several settings goes after the ``settings`` call.
+
+Readers record a problem instead of raising, so all of a YAML file's problems
+are reported together; a reader that records one returns its default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from fedbone.config.site import SettingsCollector
+import yaml
 
-__all__ = ["StudyCollector"]
+from fedbone.errors import ConfigError, Problem
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = [
+    "SettingsCollector",
+    "choice",
+    "flag",
+    "names",
+    "number",
+    "one_of",
+    "optional_number",
+    "optional_whole",
+    "read_yaml",
+    "require_mapping",
+    "setting_keys",
+    "subset",
+    "whole",
+]
+
+_E = TypeVar("_E", bound=StrEnum)
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="DataclassInstance")
+_RULE = "fedbone.config.rule"
 
 
-class StudyCollector(SettingsCollector):
-    """:class:`SettingsCollector` with the readers study sections need."""
+class SettingsCollector:
+    """Reads a nested settings mapping, gathering every problem found.
 
-    def one_of(
+    Every reader takes ``where``, the setting's dotted place in the file
+    (``training.rounds``); its last part is the key read from ``raw``.
+
+    Parameters
+    ----------
+    allowed
+        For each section name (``""`` for the top level), the keys it may hold.
+    """
+
+    def __init__(self, allowed: Mapping[str, set[str]]) -> None:
+        self.allowed = allowed
+        self.problems: list[Problem] = []
+
+    def add(self, code: str, where: str, message: str) -> None:
+        """Record one problem.
+
+        Parameters
+        ----------
+        code
+            Stable kebab-case problem code (``out-of-range``...).
+        where
+            Dotted place of the setting in the file.
+        message
+            What is wrong and what was expected.
+        """
+        self.problems.append(Problem(code, message, where))
+
+    def section(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        """Return the mapping under ``name`` (empty if absent), checking its keys."""
+        value = raw.get(name, {})
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.add("wrong-type", name, "expected a mapping of settings")
+            return {}
+        self.unknown_keys(value, name)
+        return value
+
+    def unknown_keys(self, raw: Mapping[str, Any], section: str) -> None:
+        """Record every key of ``raw`` that ``section`` does not allow."""
+        allowed = self.allowed[section]
+        for key in raw:
+            if key not in allowed:
+                where = f"{section}.{key}" if section else str(key)
+                self.add(
+                    "unknown-key",
+                    where,
+                    f"unknown setting; allowed here: {', '.join(sorted(allowed))}",
+                )
+
+    def settings(
+        self, raw: Mapping[str, Any], where: str, kind: type[_S], **given: Any
+    ) -> _S:
+        """Build ``kind`` from the section ``raw``, reading every declared field.
+
+        Parameters
+        ----------
+        raw
+            The section's mapping.
+        where
+            The section's dotted place in the file (``training``).
+        kind
+            A settings dataclass whose fields are declared with this module's
+            field functions (:func:`whole`, :func:`number`...).
+        **given
+            Values of the fields read by hand; they are not read from ``raw``.
+            Fields neither declared nor given keep their default.
+        """
+        values = dict(given)
+        for setting in fields(kind):
+            rule: _Rule | None = setting.metadata.get(_RULE)
+            if rule is not None and setting.name not in given:
+                place = f"{where}.{setting.name}"
+                values[setting.name] = self._read(raw, place, setting.default, rule)
+        return kind(**values)
+
+    def number(
         self,
         raw: Mapping[str, Any],
-        key: str,
+        where: str,
+        default: float,
+        low: float,
+        high: float,
+    ) -> float:
+        """Return the setting as a number within ``[low, high]``, or ``default``.
+
+        Parameters
+        ----------
+        raw
+            The mapping holding the setting.
+        where
+            Dotted place of the setting; its last part is the key.
+        default
+            Returned when the setting is absent or invalid.
+        low, high
+            The range allowed, both ends included.
+        """
+        return self._read(raw, where, default, _in_range(low, high))
+
+    def choice(
+        self, raw: Mapping[str, Any], where: str, enum: type[_E], default: _E
+    ) -> _E:
+        """Return the setting as a member of ``enum``, or ``default``.
+
+        Parameters
+        ----------
+        raw
+            The mapping holding the setting.
+        where
+            Dotted place of the setting; its last part is the key.
+        enum
+            The members allowed.
+        default
+            Returned when the setting is absent, null or invalid.
+        """
+        return self._read(raw, where, default, _member_of(enum))
+
+    def subset(
+        self,
+        raw: Mapping[str, Any],
         where: str,
         options: tuple[str, ...],
-        default: str,
-    ) -> str:
-        """Return ``raw[key]`` if it is one of ``options``, else ``default``."""
-        value = raw.get(key, default)
+        default: tuple[str, ...],
+    ) -> tuple[str, ...]:
+        """Return the setting as a list of names, each one of ``options``.
+
+        Parameters
+        ----------
+        raw
+            The mapping holding the setting.
+        where
+            Dotted place of the setting; its last part is the key.
+        options
+            The names allowed.
+        default
+            Returned when the setting is absent or invalid.
+        """
+        return self._read(raw, where, default, _names_among(options))
+
+    def names(self, raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+        """Return the setting as a list of free-form names (site ids...), or ``()``."""
+        return self._read(raw, where, (), _names_among(None))
+
+    def _read(
+        self, raw: Mapping[str, Any], where: str, default: Any, rule: _Rule
+    ) -> Any:
+        return rule(self, raw.get(_key(where), default), where, default)
+
+
+# A rule checks one setting's value: (collector, value, where, default) -> the
+# value to use; a value it rejects is recorded as a problem and replaced by the
+# default.
+_Rule = Callable[[SettingsCollector, Any, str, Any], Any]
+
+
+def _in_range(low: float, high: float, *, whole: bool = False) -> _Rule:
+    def check(c: SettingsCollector, value: Any, where: str, default: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            c.add("wrong-type", where, f"expected a number, got {value!r}")
+            value = default
+        elif not low <= value <= high:
+            c.add("out-of-range", where, f"{value} is outside [{low}, {high}]")
+            value = default
+        else:
+            value = float(value)
+        if not whole:
+            return value
+        if not float(value).is_integer():
+            c.add("wrong-type", where, f"expected a whole number, got {value}")
+        return int(value)
+
+    return check
+
+
+def _among(options: tuple[str, ...]) -> _Rule:
+    def check(c: SettingsCollector, value: Any, where: str, default: Any) -> Any:
         if str(value) not in options:
-            self.add(
+            c.add(
                 "invalid-choice",
                 where,
                 f"{value!r} is not one of: {', '.join(options)}",
@@ -36,58 +242,172 @@ class StudyCollector(SettingsCollector):
             return default
         return str(value)
 
-    def integer(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        where: str,
-        default: int,
-        low: int,
-        high: int,
-    ) -> int:
-        """Return ``raw[key]`` as a whole number within ``[low, high]``."""
-        value = self.number(raw, key, where, default, low, high)
-        if not float(value).is_integer():
-            self.add("wrong-type", where, f"expected a whole number, got {value}")
-        return int(value)
+    return check
 
-    def subset(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        where: str,
-        options: tuple[str, ...],
-        default: tuple[str, ...],
-    ) -> tuple[str, ...]:
-        """Return ``raw[key]`` as a list of names, each one of ``options``."""
-        value = raw.get(key, list(default))
+
+def _member_of(enum: type[StrEnum]) -> _Rule:
+    def check(c: SettingsCollector, value: Any, where: str, default: Any) -> Any:
+        if value is None:
+            return default
+        try:
+            return enum(str(value))
+        except ValueError:
+            options = ", ".join(e.value for e in enum)
+            c.add("invalid-choice", where, f"{value!r} is not one of: {options}")
+            return default
+
+    return check
+
+
+def _names_among(options: tuple[str, ...] | None) -> _Rule:
+    """Return the rule of a list of names, each one of ``options`` (``None``: any)."""
+
+    def check(c: SettingsCollector, value: Any, where: str, default: Any) -> Any:
         if not isinstance(value, list | tuple) or not all(
             isinstance(v, str) for v in value
         ):
-            self.add("wrong-type", where, "expected a list of names")
+            c.add("wrong-type", where, "expected a list of names")
             return default
-        unknown = [v for v in value if v not in options]
+        unknown = [v for v in value if options is not None and v not in options]
         if unknown:
-            self.add(
-                "invalid-choice", where, f"{unknown} not among: {', '.join(options)}"
+            c.add(
+                "invalid-choice",
+                where,
+                f"{unknown} not among: {', '.join(options or ())}",
             )
             return default
         return tuple(value)
 
-    def flag(self, raw: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-        """Return ``raw[key]`` as a bool, or ``default``."""
-        value = raw.get(key, default)
-        if not isinstance(value, bool):
-            self.add("wrong-type", where, "expected true or false")
-            return default
-        return value
+    return check
 
-    def names(self, raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
-        """Return a list of free-form names (e.g. site ids), or ``()``."""
-        value = raw.get(key, [])
-        if not isinstance(value, list | tuple) or not all(
-            isinstance(v, str) for v in value
-        ):
-            self.add("wrong-type", where, "expected a list of names")
-            return ()
-        return tuple(value)
+
+def _true_or_false(c: SettingsCollector, value: Any, where: str, default: Any) -> Any:
+    if not isinstance(value, bool):
+        c.add("wrong-type", where, "expected true or false")
+        return default
+    return value
+
+
+def _unless_null(rule: _Rule, fallback: float) -> _Rule:
+    """Return ``rule`` for a setting that null (or an absent default) switches off."""
+
+    def check(c: SettingsCollector, value: Any, where: str, default: Any) -> Any:
+        if value is None:
+            return None
+        # the fallback is only ever returned with a recorded problem
+        return rule(c, value, where, fallback if default is None else default)
+
+    return check
+
+
+def setting_keys(kind: type[DataclassInstance]) -> set[str]:
+    """Return the YAML keys of a settings dataclass: its field names."""
+    return {setting.name for setting in fields(kind)}
+
+
+def _key(where: str) -> str:
+    return where.rpartition(".")[2]
+
+
+def _declared(default: _T, rule: _Rule) -> _T:
+    return field(default=default, metadata={_RULE: rule})
+
+
+def number(default: float, low: float, high: float) -> float:
+    """Declare a number setting within ``[low, high]``.
+
+    Parameters
+    ----------
+    default
+        The value when the setting is absent.
+    low, high
+        The range allowed, both ends included.
+    """
+    return _declared(default, _in_range(low, high))
+
+
+def whole(default: int, low: int, high: int) -> int:
+    """Declare a whole-number setting within ``[low, high]``.
+
+    Parameters
+    ----------
+    default
+        The value when the setting is absent.
+    low, high
+        The range allowed, both ends included.
+    """
+    return _declared(default, _in_range(low, high, whole=True))
+
+
+def optional_number(default: float | None, low: float, high: float) -> float | None:
+    """Declare a number setting within ``[low, high]`` that null switches off.
+
+    Parameters
+    ----------
+    default
+        The value when the setting is absent (``None``: off).
+    low, high
+        The range allowed, both ends included.
+    """
+    return _declared(default, _unless_null(_in_range(low, high), low))
+
+
+def optional_whole(default: int | None, low: int, high: int) -> int | None:
+    """Declare a whole-number setting within ``[low, high]`` that null switches off.
+
+    Parameters
+    ----------
+    default
+        The value when the setting is absent (``None``: off).
+    low, high
+        The range allowed, both ends included.
+    """
+    return _declared(default, _unless_null(_in_range(low, high, whole=True), low))
+
+
+def one_of(default: str, options: tuple[str, ...]) -> str:
+    """Declare a setting that takes one of ``options``."""
+    return _declared(default, _among(options))
+
+
+def choice(default: _E) -> _E:
+    """Declare a setting that takes a member of ``default``'s enum."""
+    return _declared(default, _member_of(type(default)))
+
+
+def subset(default: tuple[str, ...], options: tuple[str, ...]) -> tuple[str, ...]:
+    """Declare a list-of-names setting, each one of ``options``."""
+    return _declared(default, _names_among(options))
+
+
+def names() -> tuple[str, ...]:
+    """Declare a setting that lists free-form names (site ids...); default none."""
+    return _declared((), _names_among(None))
+
+
+def flag(default: bool) -> bool:
+    """Declare a true/false setting."""
+    return _declared(default, _true_or_false)
+
+
+def require_mapping(raw: Any, subject: str) -> Mapping[str, Any]:
+    """Return ``raw`` if it is a mapping, else raise ConfigError for ``subject``."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            subject, [Problem("wrong-type", "the file must hold a YAML mapping")]
+        )
+    return raw
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, or raise ConfigError saying why it cannot be read."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            path, [Problem("unreadable-file", f"cannot read the file: {exc}")]
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            path, [Problem("invalid-yaml", f"not valid YAML: {exc}")]
+        ) from exc

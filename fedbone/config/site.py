@@ -43,34 +43,38 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
+from fedbone.config.reader import (
+    SettingsCollector,
+    flag,
+    number,
+    read_yaml,
+    require_mapping,
+    whole,
+)
 from fedbone.data.scan import View
 from fedbone.data.spec import PreprocessSpec, ViewMode
-from fedbone.errors import ConfigError, Problem
+from fedbone.errors import ConfigError
 
 __all__ = [
-    "AuditSettings",
+    "AuditThresholds",
     "DataSettings",
     "Device",
     "PrivacySettings",
-    "SettingsCollector",
     "SiteConfig",
     "SiteRole",
     "load_site_config",
-    "read_yaml",
-    "require_mapping",
     "site_config_from_mapping",
     "site_config_to_mapping",
     "write_site_config",
 ]
 
-_E = TypeVar("_E", bound=StrEnum)
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -94,24 +98,47 @@ class DataSettings:
     """Where a site's data and cache live."""
 
     manifest: Path
-    cache_dir: Path
+    cache_dir: Path = Path("cache")
     default_view: View | None = None
     workers: int = 1
 
 
 @dataclass(frozen=True)
-class AuditSettings:
-    """The site's release rule for synthetic images.
+class AuditThresholds:
+    """A site's release rule for synthetic images (site config, never the study's).
 
-    Each field means what it means in
-    :class:`fedbone.generative.audit.similarity.AuditThresholds`.
+    :func:`fedbone.generative.audit.similarity.audit_synthetic` applies it; the
+    site YAML sets it under ``privacy.audit``, each key a field below, within
+    the range its declaration gives.
+
+    Parameters
+    ----------
+    real_quantile
+        Quantile of the different-patient nearest-neighbour distances under
+        which a synthetic image is blocked: 0.01 blocks images closer to a
+        training scan than 99% of training scans are to another patient.
+    ms_ssim_ceiling
+        Block an image whose MS-SSIM to one of its ``top_k`` nearest training
+        scans exceeds this. 0.95 leaves margin above the paper's most similar
+        released pair (MS-SSIM 0.89) while still catching near-replicas, which
+        score close to 1.
+    top_k
+        Nearest candidates (by MSE) per synthetic image on which MAE and
+        MS-SSIM are computed exactly.
+    feature_space
+        Also apply the rule to shift-robust feature distances, which catch
+        copies moved by a few pixels that pixel MSE misses.
+    shift_px
+        Feature distances are minimised over shifts of the synthetic image by
+        even offsets up to this many pixels along each axis (4: 25 shifts,
+        8 mm at 2 mm pixels); 0 compares unshifted images only.
     """
 
-    real_quantile: float = 0.01
-    ms_ssim_ceiling: float = 0.95
-    top_k: int = 5
-    feature_space: bool = True
-    shift_px: int = 4
+    real_quantile: float = number(0.01, 0.0, 0.5)
+    ms_ssim_ceiling: float = number(0.95, 0.0, 1.0)
+    top_k: int = whole(5, 1, 100)
+    feature_space: bool = flag(True)
+    shift_px: int = whole(4, 0, 32)
 
 
 @dataclass(frozen=True)
@@ -119,7 +146,7 @@ class PrivacySettings:
     """What the site lets out; decided by the site, never by the study."""
 
     small_cell_threshold: int = 5
-    audit: AuditSettings = field(default_factory=AuditSettings)
+    audit: AuditThresholds = field(default_factory=AuditThresholds)
     epsilon_budget: float | None = None
     """Total ε the site allows; with a budget, the site trains only with DP."""
     delta_budget: float | None = None
@@ -163,82 +190,8 @@ _ALLOWED: dict[str, set[str]] = {
     "preprocessing": {"spacing_mm", "canvas", "views", "clip_percentile"},
     "privacy": {"small_cell_threshold", "audit", "budget", "ledger"},
     "privacy.budget": {"epsilon", "delta"},
-    "privacy.audit": {f for f in AuditSettings.__dataclass_fields__},
+    "privacy.audit": {f.name for f in fields(AuditThresholds)},
 }
-
-
-class SettingsCollector:
-    """Reads a nested settings mapping, gathering every problem found.
-
-    Parameters
-    ----------
-    allowed
-        For each section name (``""`` for the top level), the keys it may hold.
-    """
-
-    def __init__(self, allowed: Mapping[str, set[str]]) -> None:
-        self.allowed = allowed
-        self.problems: list[Problem] = []
-
-    def add(self, code: str, where: str, message: str) -> None:
-        """Record one problem at ``where``."""
-        self.problems.append(Problem(code, message, where))
-
-    def section(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-        """Return the mapping under ``name`` (empty if absent), checking its keys."""
-        value = raw.get(name, {})
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.add("wrong-type", name, "expected a mapping of settings")
-            return {}
-        self.unknown_keys(value, name)
-        return value
-
-    def unknown_keys(self, raw: Mapping[str, Any], section: str) -> None:
-        """Record every key of ``raw`` that ``section`` does not allow."""
-        allowed = self.allowed[section]
-        for key in raw:
-            if key not in allowed:
-                where = f"{section}.{key}" if section else str(key)
-                self.add(
-                    "unknown-key",
-                    where,
-                    f"unknown setting; allowed here: {', '.join(sorted(allowed))}",
-                )
-
-    def choice(
-        self, raw: Mapping[str, Any], key: str, where: str, enum: type[_E], default: _E
-    ) -> _E:
-        """Return ``raw[key]`` as a member of ``enum``, or ``default``."""
-        value = raw.get(key)
-        if value is None:
-            return default
-        try:
-            return enum(str(value))
-        except ValueError:
-            options = ", ".join(e.value for e in enum)
-            self.add("invalid-choice", where, f"{value!r} is not one of: {options}")
-            return default
-
-    def number(
-        self,
-        raw: Mapping[str, Any],
-        key: str,
-        where: str,
-        default: float,
-        low: float,
-        high: float,
-    ) -> float:
-        """Return ``raw[key]`` as a number within ``[low, high]``, or ``default``."""
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.add("wrong-type", where, f"expected a number, got {value!r}")
-            return default
-        if not low <= value <= high:
-            self.add("out-of-range", where, f"{value} is outside [{low}, {high}]")
-            return default
-        return float(value)
 
 
 def _resolve(path_value: Any, base_dir: Path) -> Path:
@@ -257,7 +210,7 @@ def _read_site(c: SettingsCollector, raw: Mapping[str, Any]) -> tuple[str, SiteR
             "site.id",
             f"{site_id!r} must be 1-64 letters, digits, '.', '_' or '-'",
         )
-    role = c.choice(site, "role", "site.role", SiteRole, SiteRole.TRAIN)
+    role = c.choice(site, "site.role", SiteRole, SiteRole.TRAIN)
     return site_id, role
 
 
@@ -274,7 +227,7 @@ def _read_data(
         manifest = _resolve(data["manifest"], base_dir)
         if not manifest.is_file():
             c.add("missing-file", "data.manifest", f"no file at {manifest}")
-    cache_dir = _resolve(data.get("cache_dir", "cache"), base_dir)
+    cache_dir = _resolve(data.get("cache_dir", DataSettings.cache_dir), base_dir)
     default_view: View | None = None
     if data.get("default_view") is not None:
         try:
@@ -285,7 +238,7 @@ def _read_data(
                 "data.default_view",
                 f"{data['default_view']!r} is not one of: anterior, posterior, null",
             )
-    workers = c.number(data, "workers", "data.workers", 1, 1, 64)
+    workers = c.number(data, "data.workers", DataSettings.workers, 1, 64)
     if not float(workers).is_integer():
         c.add("wrong-type", "data.workers", "expected a whole number of processes")
     return DataSettings(manifest, cache_dir, default_view, int(workers))
@@ -294,16 +247,9 @@ def _read_data(
 def _read_preprocessing(c: SettingsCollector, raw: Mapping[str, Any]) -> PreprocessSpec:
     pre = c.section(raw, "preprocessing")
     defaults = PreprocessSpec()
-    spacing = c.number(
-        pre, "spacing_mm", "preprocessing.spacing_mm", defaults.spacing_mm, 0.5, 20
-    )
+    spacing = c.number(pre, "preprocessing.spacing_mm", defaults.spacing_mm, 0.5, 20)
     clip = c.number(
-        pre,
-        "clip_percentile",
-        "preprocessing.clip_percentile",
-        defaults.clip_percentile,
-        50,
-        100,
+        pre, "preprocessing.clip_percentile", defaults.clip_percentile, 50, 100
     )
     height, width = defaults.canvas_height, defaults.canvas_width
     canvas = pre.get("canvas", [height, width])
@@ -317,7 +263,7 @@ def _read_preprocessing(c: SettingsCollector, raw: Mapping[str, Any]) -> Preproc
         c.add("out-of-range", "preprocessing.canvas", "each side must be 16..4096")
     else:
         height, width = int(canvas[0]), int(canvas[1])
-    views = c.choice(pre, "views", "preprocessing.views", ViewMode, defaults.views)
+    views = c.choice(pre, "preprocessing.views", ViewMode, defaults.views)
     return PreprocessSpec(spacing, height, width, views, clip)
 
 
@@ -347,28 +293,31 @@ def site_config_from_mapping(
     site_id, role = _read_site(c, raw)
     data = _read_data(c, raw, base_dir)
     spec = _read_preprocessing(c, raw)
-    device = c.choice(raw, "device", "device", Device, Device.AUTO)
+    device = c.choice(raw, "device", Device, SiteConfig.device)
+    privacy = _read_privacy(c, raw, base_dir)
+    egress_log = _resolve(raw.get("egress_log", SiteConfig.egress_log), base_dir)
+    work_dir = _resolve(raw.get("work_dir", SiteConfig.work_dir), base_dir)
+    ConfigError.raise_if_any(subject, c.problems)
+    return SiteConfig(
+        site_id, role, data, spec, device, privacy, egress_log, work_dir, source
+    )
+
+
+def _read_privacy(
+    c: SettingsCollector, raw: Mapping[str, Any], base_dir: Path
+) -> PrivacySettings:
     privacy = c.section(raw, "privacy")
     threshold = c.number(
-        privacy, "small_cell_threshold", "privacy.small_cell_threshold", 5, 1, 1000
+        privacy,
+        "privacy.small_cell_threshold",
+        PrivacySettings.small_cell_threshold,
+        1,
+        1000,
     )
     audit = _read_audit(c, privacy)
     epsilon, delta = _read_budget(c, privacy)
-    ledger = _resolve(privacy.get("ledger", "privacy-ledger.jsonl"), base_dir)
-    egress_log = _resolve(raw.get("egress_log", "egress-log.jsonl"), base_dir)
-    work_dir = _resolve(raw.get("work_dir", "work"), base_dir)
-    ConfigError.raise_if_any(subject, c.problems)
-    return SiteConfig(
-        site_id,
-        role,
-        data,
-        spec,
-        device,
-        PrivacySettings(int(threshold), audit, epsilon, delta, ledger),
-        egress_log,
-        work_dir,
-        source,
-    )
+    ledger = _resolve(privacy.get("ledger", PrivacySettings.ledger), base_dir)
+    return PrivacySettings(int(threshold), audit, epsilon, delta, ledger)
 
 
 def _read_budget(
@@ -387,70 +336,21 @@ def _read_budget(
         )
         return None, None
     c.unknown_keys(raw, "privacy.budget")
-    epsilon = c.number(raw, "epsilon", "privacy.budget.epsilon", 1.0, 1e-3, 1e3)
+    epsilon = c.number(raw, "privacy.budget.epsilon", 1.0, 1e-3, 1e3)
     if raw.get("delta") is None:
         return epsilon, None
-    delta = c.number(raw, "delta", "privacy.budget.delta", 1e-5, 1e-12, 0.1)
+    delta = c.number(raw, "privacy.budget.delta", 1e-5, 1e-12, 0.1)
     return epsilon, delta
 
 
-def _read_audit(c: SettingsCollector, privacy: Mapping[str, Any]) -> AuditSettings:
+def _read_audit(c: SettingsCollector, privacy: Mapping[str, Any]) -> AuditThresholds:
     """Read ``privacy.audit``: the site's release rule for synthetic images."""
     raw = privacy.get("audit") or {}
     if not isinstance(raw, Mapping):
         c.add("wrong-type", "privacy.audit", "expected a mapping of settings")
-        return AuditSettings()
+        return AuditThresholds()
     c.unknown_keys(raw, "privacy.audit")
-    d = AuditSettings()
-    where = "privacy.audit."
-    feature_space = raw.get("feature_space", d.feature_space)
-    if not isinstance(feature_space, bool):
-        c.add("wrong-type", where + "feature_space", "expected true or false")
-        feature_space = d.feature_space
-    top_k = c.number(raw, "top_k", where + "top_k", d.top_k, 1, 100)
-    shift = c.number(raw, "shift_px", where + "shift_px", d.shift_px, 0, 32)
-    for name, value in (("top_k", top_k), ("shift_px", shift)):
-        if not float(value).is_integer():
-            c.add("wrong-type", where + name, f"expected a whole number, got {value}")
-    return AuditSettings(
-        real_quantile=c.number(
-            raw, "real_quantile", where + "real_quantile", d.real_quantile, 0.0, 0.5
-        ),
-        ms_ssim_ceiling=c.number(
-            raw,
-            "ms_ssim_ceiling",
-            where + "ms_ssim_ceiling",
-            d.ms_ssim_ceiling,
-            0.0,
-            1.0,
-        ),
-        top_k=int(top_k),
-        feature_space=feature_space,
-        shift_px=int(shift),
-    )
-
-
-def require_mapping(raw: Any, subject: str) -> Mapping[str, Any]:
-    """Return ``raw`` if it is a mapping, else raise ConfigError for ``subject``."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(
-            subject, [Problem("wrong-type", "the file must hold a YAML mapping")]
-        )
-    return raw
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file, or raise ConfigError saying why it cannot be read."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            path, [Problem("unreadable-file", f"cannot read the file: {exc}")]
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            path, [Problem("invalid-yaml", f"not valid YAML: {exc}")]
-        ) from exc
+    return c.settings(raw, "privacy.audit", AuditThresholds)
 
 
 def load_site_config(path: str | Path) -> SiteConfig:

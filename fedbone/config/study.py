@@ -12,15 +12,27 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from fedbone.config.outcomes import OUTCOME_KEYS, OutcomeSettings, read_outcomes
+from fedbone.config.outcomes import OutcomeSettings, read_outcomes
 from fedbone.config.privacy import DP_SECTIONS, DpSettings, read_dp
-from fedbone.config.reader import StudyCollector
-from fedbone.config.site import read_yaml, require_mapping
+from fedbone.config.reader import (
+    SettingsCollector,
+    choice,
+    flag,
+    number,
+    one_of,
+    optional_number,
+    optional_whole,
+    read_yaml,
+    require_mapping,
+    setting_keys,
+    subset,
+    whole,
+)
 from fedbone.config.synthetic import (
     SYNTHETIC_SECTIONS,
     GanSettings,
@@ -59,6 +71,8 @@ ARCHITECTURES = (
 )
 NORMS = ("batch", "group", "instance")
 SAMPLINGS = ("oversample", "balanced", "none")
+PHANTOM_SITES = ("A", "B", "C", "D", "E", "F")
+DAY_S = 86400.0
 
 
 class StrategyName(StrEnum):
@@ -77,9 +91,9 @@ class StrategyName(StrEnum):
 class ModelSettings:
     """The classifier every site trains."""
 
-    architecture: str = "densenet121"
-    norm: str = "batch"
-    in_channels: int = 1
+    architecture: str = one_of("densenet121", ARCHITECTURES)
+    norm: str = one_of("batch", NORMS)
+    in_channels: int = whole(1, 1, 2)
     pretrained_weights: str | None = None
     pretrained_sha256: str | None = None
 
@@ -88,34 +102,34 @@ class ModelSettings:
 class TrainingSettings:
     """Federated training: strategy, rounds and the sites' local training."""
 
-    strategy: StrategyName = StrategyName.FEDAVG
-    rounds: int = 10
-    local_epochs: int = 1
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    proximal_mu: float = 0.01
-    server_lr: float = 0.01
-    sampling: str = "oversample"
-    augment: bool = True
-    early_stopping_patience: int | None = None
-    min_train_sites: int = 1
-    krum_byzantine: int = 0
-    round_timeout_s: float = 3600.0
-    census_timeout_s: float = 300.0
-    """How long the census waits for the expected sites to connect."""
+    strategy: StrategyName = choice(StrategyName.FEDAVG)  # noqa: RUF009 (a field)
+    rounds: int = whole(10, 1, 10_000)
+    local_epochs: int = whole(1, 1, 1000)
+    batch_size: int = whole(16, 1, 4096)
+    lr: float = number(1e-3, 1e-7, 10.0)
+    weight_decay: float = number(1e-4, 0.0, 1.0)
+    proximal_mu: float = number(0.01, 0.0, 100.0)
+    server_lr: float = number(0.01, 1e-6, 10.0)
+    sampling: str = one_of("oversample", SAMPLINGS)
+    augment: bool = flag(True)
+    early_stopping_patience: int | None = optional_whole(None, 1, 1000)
+    min_train_sites: int = whole(1, 1, 10_000)
+    krum_byzantine: int = whole(0, 0, 100)
+    round_timeout_s: float = number(3600.0, 1.0, 7 * DAY_S)
     """How long a round waits for sites' replies; late or dead sites are left
     out of that round (the strategy needs ``min_train_sites`` replies)."""
+    census_timeout_s: float = number(300.0, 1.0, 7 * DAY_S)
+    """How long the census waits for the expected sites to connect."""
 
 
 @dataclass(frozen=True)
 class ValidationSettings:
     """Shared external validation at the end of the study."""
 
-    split: str = "test"
-    bins: int = 2000
-    n_bootstrap: int = 1000
-    threshold: float = 0.5
+    split: str = one_of("test", ("test", "val"))
+    bins: int = whole(2000, 1000, 1_000_000)
+    n_bootstrap: int = whole(1000, 0, 100_000)
+    threshold: float = number(0.5, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -123,14 +137,14 @@ class SimulationSettings:
     """A phantom federation for simulation (absent in deployment)."""
 
     sites_dir: Path = Path("runs/phantom-sites")
-    sites: tuple[str, ...] = ("A", "B", "C", "D", "E", "F")
-    scale: float = 0.02
-    min_scans: int = 40
-    profile: str = "cpu"
-    workers: int = 2
-    seed: int = 0
-    cpus_per_site: float = 1.0
-    site_epsilon: float | None = None
+    sites: tuple[str, ...] = subset(PHANTOM_SITES, PHANTOM_SITES)
+    scale: float = number(0.02, 1e-5, 10.0)
+    min_scans: int = whole(40, 4, 1_000_000)
+    profile: str = one_of("cpu", ("cpu", "paper"))
+    workers: int = whole(2, 1, 64)
+    seed: int = whole(0, 0, 2**31)
+    cpus_per_site: float = number(1.0, 0.1, 64)
+    site_epsilon: float | None = optional_number(None, 1e-3, 1e3)
     """Privacy budget (total ε) written into every phantom site's config."""
     outcome_sites: tuple[str, ...] | None = None
     """Phantom sites whose patients have follow-up; ``None``: the profiles' (D)."""
@@ -138,13 +152,17 @@ class SimulationSettings:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A whole study, as the coordinating centre configured it."""
+    """A whole study, as the coordinating centre configured it.
+
+    ``task``, ``seed``, ``phases`` and ``baselines`` are read from the YAML's
+    ``study`` section, the other settings from sections of their own.
+    """
 
     name: str
-    task: str = "bm"
-    seed: int = 0
-    phases: tuple[str, ...] = DEFAULT_PHASES
-    baselines: tuple[str, ...] = ()
+    task: str = one_of("bm", TASKS)
+    seed: int = whole(0, 0, 2**31)
+    phases: tuple[str, ...] = subset(DEFAULT_PHASES, PHASES)
+    baselines: tuple[str, ...] = subset((), BASELINES)
     model: ModelSettings = field(default_factory=ModelSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
@@ -178,24 +196,17 @@ _STUDY_KEYS = {
     **SYNTHETIC_SECTIONS,
     **DP_SECTIONS,
     "study": {"name", "task", "seed", "phases", "baselines"},
-    "model": {
-        "architecture",
-        "norm",
-        "in_channels",
-        "pretrained_weights",
-        "pretrained_sha256",
-    },
-    "training": {f for f in TrainingSettings.__dataclass_fields__},
-    "validation": {f for f in ValidationSettings.__dataclass_fields__},
-    "simulation": {f for f in SimulationSettings.__dataclass_fields__},
+    "model": setting_keys(ModelSettings),
+    "training": setting_keys(TrainingSettings),
+    "validation": setting_keys(ValidationSettings),
+    "simulation": setting_keys(SimulationSettings),
     "output": {"runs_dir"},
-    "outcomes": OUTCOME_KEYS,
+    "outcomes": setting_keys(OutcomeSettings),
 }
 
 
-def _read_model(c: StudyCollector, raw: Mapping[str, Any]) -> ModelSettings:
+def _read_model(c: SettingsCollector, raw: Mapping[str, Any]) -> ModelSettings:
     m = c.section(raw, "model")
-    d = ModelSettings()
     weights = m.get("pretrained_weights")
     sha = m.get("pretrained_sha256")
     if bool(weights) != bool(sha):
@@ -204,135 +215,48 @@ def _read_model(c: StudyCollector, raw: Mapping[str, Any]) -> ModelSettings:
             "model.pretrained_sha256",
             "pretrained weights need both a local file and its sha256",
         )
-    return ModelSettings(
-        architecture=c.one_of(
-            m, "architecture", "model.architecture", ARCHITECTURES, d.architecture
-        ),
-        norm=c.one_of(m, "norm", "model.norm", NORMS, d.norm),
-        in_channels=c.integer(m, "in_channels", "model.in_channels", 1, 1, 2),
+    return c.settings(
+        m,
+        "model",
+        ModelSettings,
         pretrained_weights=str(weights) if weights else None,
         pretrained_sha256=str(sha) if sha else None,
     )
 
 
-def _read_training(c: StudyCollector, raw: Mapping[str, Any]) -> TrainingSettings:
-    t = c.section(raw, "training")
-    d = TrainingSettings()
-    patience = t.get("early_stopping_patience")
-    if patience is not None:
-        patience = c.integer(
-            t, "early_stopping_patience", "training.early_stopping_patience", 3, 1, 1000
-        )
-    augment = t.get("augment", d.augment)
-    if not isinstance(augment, bool):
-        c.add("wrong-type", "training.augment", "expected true or false")
-        augment = d.augment
-    return TrainingSettings(
-        strategy=c.choice(t, "strategy", "training.strategy", StrategyName, d.strategy),
-        rounds=c.integer(t, "rounds", "training.rounds", d.rounds, 1, 10_000),
-        local_epochs=c.integer(
-            t, "local_epochs", "training.local_epochs", d.local_epochs, 1, 1000
-        ),
-        batch_size=c.integer(
-            t, "batch_size", "training.batch_size", d.batch_size, 1, 4096
-        ),
-        lr=c.number(t, "lr", "training.lr", d.lr, 1e-7, 10.0),
-        weight_decay=c.number(
-            t, "weight_decay", "training.weight_decay", d.weight_decay, 0.0, 1.0
-        ),
-        proximal_mu=c.number(
-            t, "proximal_mu", "training.proximal_mu", d.proximal_mu, 0.0, 100.0
-        ),
-        server_lr=c.number(
-            t, "server_lr", "training.server_lr", d.server_lr, 1e-6, 10.0
-        ),
-        sampling=c.one_of(t, "sampling", "training.sampling", SAMPLINGS, d.sampling),
-        augment=augment,
-        early_stopping_patience=patience,
-        min_train_sites=c.integer(
-            t,
-            "min_train_sites",
-            "training.min_train_sites",
-            d.min_train_sites,
-            1,
-            10_000,
-        ),
-        krum_byzantine=c.integer(
-            t, "krum_byzantine", "training.krum_byzantine", d.krum_byzantine, 0, 100
-        ),
-        census_timeout_s=c.number(
-            t,
-            "census_timeout_s",
-            "training.census_timeout_s",
-            d.census_timeout_s,
-            1.0,
-            7 * 86400.0,
-        ),
-        round_timeout_s=c.number(
-            t,
-            "round_timeout_s",
-            "training.round_timeout_s",
-            d.round_timeout_s,
-            1.0,
-            7 * 86400.0,
-        ),
-    )
-
-
-def _read_validation(c: StudyCollector, raw: Mapping[str, Any]) -> ValidationSettings:
-    v = c.section(raw, "validation")
-    d = ValidationSettings()
-    return ValidationSettings(
-        split=c.one_of(v, "split", "validation.split", ("test", "val"), d.split),
-        bins=c.integer(v, "bins", "validation.bins", d.bins, 1000, 1_000_000),
-        n_bootstrap=c.integer(
-            v, "n_bootstrap", "validation.n_bootstrap", d.n_bootstrap, 0, 100_000
-        ),
-        threshold=c.number(
-            v, "threshold", "validation.threshold", d.threshold, 0.0, 1.0
-        ),
-    )
-
-
 def _read_simulation(
-    c: StudyCollector, raw: Mapping[str, Any], base_dir: Path
+    c: SettingsCollector, raw: Mapping[str, Any], base_dir: Path
 ) -> SimulationSettings | None:
     if raw.get("simulation") is None:
         return None
     s = c.section(raw, "simulation")
-    d = SimulationSettings()
-    sites = c.subset(
-        s, "sites", "simulation.sites", ("A", "B", "C", "D", "E", "F"), d.sites
-    )
-    sites_dir = Path(str(s.get("sites_dir", d.sites_dir)))
-    site_epsilon = None
-    if s.get("site_epsilon") is not None:
-        site_epsilon = c.number(
-            s, "site_epsilon", "simulation.site_epsilon", 8.0, 1e-3, 1e3
-        )
-    outcome_sites = None
-    if s.get("outcome_sites") is not None:
-        outcome_sites = c.subset(
-            s, "outcome_sites", "simulation.outcome_sites", sites, ()
-        )
-    return SimulationSettings(
+    sites_dir = Path(str(s.get("sites_dir", SimulationSettings.sites_dir)))
+    settings = c.settings(
+        s,
+        "simulation",
+        SimulationSettings,
         sites_dir=sites_dir if sites_dir.is_absolute() else base_dir / sites_dir,
-        sites=sites,
-        scale=c.number(s, "scale", "simulation.scale", d.scale, 1e-5, 10.0),
-        min_scans=c.integer(
-            s, "min_scans", "simulation.min_scans", d.min_scans, 4, 1_000_000
-        ),
-        profile=c.one_of(
-            s, "profile", "simulation.profile", ("cpu", "paper"), d.profile
-        ),
-        workers=c.integer(s, "workers", "simulation.workers", d.workers, 1, 64),
-        seed=c.integer(s, "seed", "simulation.seed", d.seed, 0, 2**31),
-        cpus_per_site=c.number(
-            s, "cpus_per_site", "simulation.cpus_per_site", d.cpus_per_site, 0.1, 64
-        ),
-        site_epsilon=site_epsilon,
-        outcome_sites=outcome_sites,
     )
+    if s.get("outcome_sites") is None:
+        return settings
+    # only sites of the simulated federation can have follow-up
+    outcome_sites = c.subset(s, "simulation.outcome_sites", settings.sites, ())
+    return replace(settings, outcome_sites=outcome_sites)
+
+
+def _check_phases(c: SettingsCollector, phases: tuple[str, ...]) -> None:
+    if list(phases) != [p for p in PHASES if p in phases]:
+        c.add(
+            "invalid-value",
+            "study.phases",
+            f"phases must keep the order {', '.join(PHASES)}",
+        )
+    if "outcomes" in phases and "train" not in phases:
+        c.add(
+            "invalid-value",
+            "study.phases",
+            "phase outcomes groups patients by a model the study trains; add train",
+        )
 
 
 def study_config_from_mapping(
@@ -358,37 +282,24 @@ def study_config_from_mapping(
     """
     subject = str(source) if source else "study config"
     raw = require_mapping(raw, subject)
-    c = StudyCollector(_STUDY_KEYS)
+    c = SettingsCollector(_STUDY_KEYS)
     c.unknown_keys(raw, "")
     study = c.section(raw, "study")
     name = str(study.get("name", "")).strip()
     if not name:
         c.add("missing-key", "study.name", "give the study a name, e.g. 'bm-fedavg'")
-    phases = c.subset(study, "phases", "study.phases", PHASES, DEFAULT_PHASES)
-    if list(phases) != [p for p in PHASES if p in phases]:
-        c.add(
-            "invalid-value",
-            "study.phases",
-            f"phases must keep the order {', '.join(PHASES)}",
-        )
-    if "outcomes" in phases and "train" not in phases:
-        c.add(
-            "invalid-value",
-            "study.phases",
-            "phase outcomes groups patients by a model the study trains; add train",
-        )
-    output = c.section(raw, "output")
-    runs_dir = Path(str(output.get("runs_dir", "runs")))
     model = _read_model(c, raw)
-    config = StudyConfig(
+    runs_dir = Path(str(c.section(raw, "output").get("runs_dir", StudyConfig.runs_dir)))
+    config = c.settings(
+        study,
+        "study",
+        StudyConfig,
         name=name,
-        task=c.one_of(study, "task", "study.task", TASKS, "bm"),
-        seed=c.integer(study, "seed", "study.seed", 0, 0, 2**31),
-        phases=phases,
-        baselines=c.subset(study, "baselines", "study.baselines", BASELINES, ()),
         model=model,
-        training=_read_training(c, raw),
-        validation=_read_validation(c, raw),
+        training=c.settings(c.section(raw, "training"), "training", TrainingSettings),
+        validation=c.settings(
+            c.section(raw, "validation"), "validation", ValidationSettings
+        ),
         gan=read_gan(c, raw),
         synthesis=read_synthesis(c, raw),
         synthetic_training=read_synthetic_training(c, raw),
@@ -398,6 +309,7 @@ def study_config_from_mapping(
         runs_dir=runs_dir if runs_dir.is_absolute() else base_dir / runs_dir,
         source=source,
     )
+    _check_phases(c, config.phases)
     ConfigError.raise_if_any(subject, c.problems)
     return config
 

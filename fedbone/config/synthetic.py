@@ -42,7 +42,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedbone.config.reader import StudyCollector
+from fedbone.config.reader import (
+    SettingsCollector,
+    flag,
+    names,
+    number,
+    one_of,
+    optional_number,
+    setting_keys,
+    whole,
+)
 
 __all__ = [
     "SYNTHETIC_SECTIONS",
@@ -63,43 +72,43 @@ ENCODERS = ("site", "torchscript")
 class GanSettings:
     """How the conditional GAN is trained (phase ``gan``)."""
 
-    mode: str = "local"
-    sites: tuple[str, ...] = ()
-    steps: int = 600
-    checkpoint_every: int = 200
-    rounds: int = 3
-    batch_size: int = 16
-    lr: float = 2e-3
-    base_channels: int = 8
-    max_channels: int = 64
-    latent_dim: int = 64
-    r1_gamma: float = 1.0
-    ada_target: float | None = 0.6
-    fd_images_per_class: int = 64
-    encoder: str = "site"
+    mode: str = one_of("local", GAN_MODES)
+    sites: tuple[str, ...] = names()
+    steps: int = whole(600, 1, 10_000_000)
+    checkpoint_every: int = whole(200, 1, 10**7)
+    rounds: int = whole(3, 1, 10_000)
+    batch_size: int = whole(16, 2, 4096)
+    lr: float = number(2e-3, 1e-7, 1.0)
+    base_channels: int = whole(8, 1, 1024)
+    max_channels: int = whole(64, 1, 4096)
+    latent_dim: int = whole(64, 1, 4096)
+    r1_gamma: float = number(1.0, 0.0, 1000.0)
+    ada_target: float | None = optional_number(0.6, 0.0, 1.0)
+    fd_images_per_class: int = whole(64, 2, 100_000)
+    encoder: str = one_of("site", ENCODERS)
     encoder_path: str | None = None
     encoder_sha256: str | None = None
-    encoder_epochs: int = 4
-    curation_epochs: int = 10
+    encoder_epochs: int = whole(4, 1, 1000)
+    curation_epochs: int = whole(10, 1, 1000)
 
 
 @dataclass(frozen=True)
 class SynthesisSettings:
     """What each generator site makes, curates and audits (phase ``synthesize``)."""
 
-    n_per_class: int = 100
+    n_per_class: int = whole(100, 1, 1_000_000)
     classes: tuple[int, ...] = (0, 1, 2, 3)
-    truncation: float = 1.0
-    recipients: tuple[str, ...] = ()
+    truncation: float = number(1.0, 0.0, 2.0)
+    recipients: tuple[str, ...] = names()
 
 
 @dataclass(frozen=True)
 class SyntheticTrainingSettings:
     """Which models the ``train`` phase trains with pooled synthetic images."""
 
-    sites: tuple[str, ...] = ()
+    sites: tuple[str, ...] = names()
     ratios: tuple[float, ...] = ()
-    synthetic_only: bool = False
+    synthetic_only: bool = flag(False)
 
     def model_names(self) -> dict[str, tuple[str, float | None]]:
         """Return ``name -> (site, ratio)``; ratio ``None`` is synthetic-only."""
@@ -113,9 +122,9 @@ class SyntheticTrainingSettings:
 
 
 SYNTHETIC_SECTIONS: dict[str, set[str]] = {
-    "gan": set(GanSettings.__dataclass_fields__),
-    "synthesis": set(SynthesisSettings.__dataclass_fields__),
-    "synthetic_training": set(SyntheticTrainingSettings.__dataclass_fields__),
+    "gan": setting_keys(GanSettings),
+    "synthesis": setting_keys(SynthesisSettings),
+    "synthetic_training": setting_keys(SyntheticTrainingSettings),
 }
 
 
@@ -127,75 +136,38 @@ def synthetic_model_name(site: str, ratio: float | None) -> str:
     return f"local-{site}-syn{text}"
 
 
-def read_gan(c: StudyCollector, raw: Mapping[str, Any]) -> GanSettings:
+def read_gan(c: SettingsCollector, raw: Mapping[str, Any]) -> GanSettings:
     """Read the ``gan`` section (defaults when absent)."""
     g = c.section(raw, "gan")
-    d = GanSettings()
-    ada = g.get("ada_target", d.ada_target)
-    if ada is not None:
-        ada = c.number(g, "ada_target", "gan.ada_target", 0.6, 0.0, 1.0)
-    encoder = c.one_of(g, "encoder", "gan.encoder", ENCODERS, d.encoder)
     path, sha = g.get("encoder_path"), g.get("encoder_sha256")
-    if encoder == "torchscript" and not (path and sha):
+    settings = c.settings(
+        g,
+        "gan",
+        GanSettings,
+        encoder_path=str(path) if path else None,
+        encoder_sha256=str(sha) if sha else None,
+    )
+    if settings.encoder == "torchscript" and not (path and sha):
         c.add(
             "missing-key",
             "gan.encoder_path",
             "a torchscript encoder needs a local file (encoder_path) and its "
             "sha256 (encoder_sha256); nothing is downloaded",
         )
-    steps = c.integer(g, "steps", "gan.steps", d.steps, 1, 10_000_000)
-    rounds = c.integer(g, "rounds", "gan.rounds", d.rounds, 1, 10_000)
-    if steps < rounds:
+    if settings.steps < settings.rounds:
         c.add(
             "invalid-value",
             "gan.steps",
-            f"{steps} steps cannot be split over {rounds} federated rounds; "
-            "use steps >= rounds",
+            f"{settings.steps} steps cannot be split over {settings.rounds} "
+            "federated rounds; use steps >= rounds",
         )
-    return GanSettings(
-        mode=c.one_of(g, "mode", "gan.mode", GAN_MODES, d.mode),
-        sites=c.names(g, "sites", "gan.sites"),
-        steps=steps,
-        rounds=rounds,
-        checkpoint_every=c.integer(
-            g, "checkpoint_every", "gan.checkpoint_every", d.checkpoint_every, 1, 10**7
-        ),
-        batch_size=c.integer(g, "batch_size", "gan.batch_size", d.batch_size, 2, 4096),
-        lr=c.number(g, "lr", "gan.lr", d.lr, 1e-7, 1.0),
-        base_channels=c.integer(
-            g, "base_channels", "gan.base_channels", d.base_channels, 1, 1024
-        ),
-        max_channels=c.integer(
-            g, "max_channels", "gan.max_channels", d.max_channels, 1, 4096
-        ),
-        latent_dim=c.integer(g, "latent_dim", "gan.latent_dim", d.latent_dim, 1, 4096),
-        r1_gamma=c.number(g, "r1_gamma", "gan.r1_gamma", d.r1_gamma, 0.0, 1000.0),
-        ada_target=ada,
-        fd_images_per_class=c.integer(
-            g,
-            "fd_images_per_class",
-            "gan.fd_images_per_class",
-            d.fd_images_per_class,
-            2,
-            100_000,
-        ),
-        encoder=encoder,
-        encoder_path=str(path) if path else None,
-        encoder_sha256=str(sha) if sha else None,
-        encoder_epochs=c.integer(
-            g, "encoder_epochs", "gan.encoder_epochs", d.encoder_epochs, 1, 1000
-        ),
-        curation_epochs=c.integer(
-            g, "curation_epochs", "gan.curation_epochs", d.curation_epochs, 1, 1000
-        ),
-    )
+    return settings
 
 
-def read_synthesis(c: StudyCollector, raw: Mapping[str, Any]) -> SynthesisSettings:
+def read_synthesis(c: SettingsCollector, raw: Mapping[str, Any]) -> SynthesisSettings:
     """Read the ``synthesis`` section (defaults when absent)."""
     s = c.section(raw, "synthesis")
-    d = SynthesisSettings()
-    classes = s.get("classes", list(d.classes))
+    classes = s.get("classes", list(SynthesisSettings.classes))
     if (
         not isinstance(classes, list | tuple)
         or not classes
@@ -207,25 +179,18 @@ def read_synthesis(c: StudyCollector, raw: Mapping[str, Any]) -> SynthesisSettin
             "synthesis.classes",
             "expected distinct class ids 0-3 (class = 2 * bm + ca)",
         )
-        classes = list(d.classes)
-    return SynthesisSettings(
-        n_per_class=c.integer(
-            s, "n_per_class", "synthesis.n_per_class", d.n_per_class, 1, 1_000_000
-        ),
-        classes=tuple(int(v) for v in classes),
-        truncation=c.number(
-            s, "truncation", "synthesis.truncation", d.truncation, 0.0, 2.0
-        ),
-        recipients=c.names(s, "recipients", "synthesis.recipients"),
+        classes = list(SynthesisSettings.classes)
+    return c.settings(
+        s, "synthesis", SynthesisSettings, classes=tuple(int(v) for v in classes)
     )
 
 
 def read_synthetic_training(
-    c: StudyCollector, raw: Mapping[str, Any]
+    c: SettingsCollector, raw: Mapping[str, Any]
 ) -> SyntheticTrainingSettings:
     """Read the ``synthetic_training`` section (defaults when absent)."""
     t = c.section(raw, "synthetic_training")
-    ratios = t.get("ratios", [])
+    ratios = t.get("ratios", list(SyntheticTrainingSettings.ratios))
     if not isinstance(ratios, list | tuple) or not all(
         isinstance(r, int | float) and not isinstance(r, bool) and 0 < r <= 10_000
         for r in ratios
@@ -237,12 +202,11 @@ def read_synthetic_training(
             "e.g. [1, 2, 5, 10, 25, 50, 100]",
         )
         ratios = []
-    settings = SyntheticTrainingSettings(
-        sites=c.names(t, "sites", "synthetic_training.sites"),
+    settings = c.settings(
+        t,
+        "synthetic_training",
+        SyntheticTrainingSettings,
         ratios=tuple(float(r) for r in ratios),
-        synthetic_only=c.flag(
-            t, "synthetic_only", "synthetic_training.synthetic_only", False
-        ),
     )
     if settings.sites and not (settings.ratios or settings.synthetic_only):
         c.add(

@@ -236,8 +236,30 @@ def nm_whole_body_dataset(
 ) -> Dataset:
     """Build (without writing) the dataset :func:`write_nm_whole_body` writes.
 
-    Useful to tests that break one element before saving. Parameters as in
-    :func:`write_nm_whole_body`.
+    Useful to tests that break one element before saving.
+
+    Parameters
+    ----------
+    views
+        Counts per view, 2-D, all the same shape, integers in 0..65535 (stored
+        as uint16). Frames are ordered anterior first (detector 1).
+    spacing_mm
+        ``(row, column)`` PixelSpacing in millimetres.
+    header
+        Patient, study and acquisition fields.
+    transfer_syntax
+        One of :data:`WRITABLE_TRANSFER_SYNTAXES`.
+
+    Returns
+    -------
+    Dataset
+        The encoded dataset, not yet saved.
+
+    Raises
+    ------
+    ValueError
+        For an unsupported transfer syntax, no views, views of different
+        shapes, or pixel data that cannot be stored as uint16 counts.
     """
     _check_transfer_syntax(transfer_syntax)
     ordered = [view for view in _DETECTOR_ORDER if view in views]
@@ -278,7 +300,39 @@ def single_view_dataset(
 ) -> Dataset:
     """Build (without writing) the dataset :func:`write_single_view` writes.
 
-    Parameters as in :func:`write_single_view`.
+    Parameters
+    ----------
+    counts
+        2-D counts, integers in 0..65535.
+    spacing_mm
+        ``(row, column)`` PixelSpacing in millimetres.
+    header
+        Patient, study and acquisition fields.
+    view
+        The view the image holds; sets PatientOrientation and, with
+        ``write_view_code``, the view code. ``None`` writes no view evidence.
+    storage
+        NM Image Storage or Secondary Capture (Modality NM).
+    write_view_code
+        Write a ``ViewCodeSequence`` (inside a ``DetectorInformationSequence``
+        for NM, at the top level for Secondary Capture).
+    vendor_hint
+        Free text as scanners write it (``"WB ANT"``), put in ImageID (first 16
+        characters) and SeriesDescription; ``None`` writes no ImageID and the
+        header's ``series_description``.
+    transfer_syntax
+        One of :data:`WRITABLE_TRANSFER_SYNTAXES`.
+
+    Returns
+    -------
+    Dataset
+        The encoded dataset, not yet saved.
+
+    Raises
+    ------
+    ValueError
+        For an unsupported transfer syntax or pixel data that cannot be stored
+        as uint16 counts.
     """
     _check_transfer_syntax(transfer_syntax)
     pixels = _as_uint16_counts(counts, "counts")

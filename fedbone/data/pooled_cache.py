@@ -26,6 +26,21 @@ def write_pooled_cache(
     Scan ids are prefixed with the position of their source cache, so they stay
     unique; patients keep their splits.
 
+    Parameters
+    ----------
+    caches
+        The sites' caches; all must share one preprocessing spec.
+    cache_dir
+        Where the pooled cache is written; an existing cache there is replaced.
+    splits
+        Splits to copy (``train``, ``val``, ``test``); rows of other splits are
+        left out.
+
+    Returns
+    -------
+    SiteCache
+        The pooled cache, opened.
+
     Raises
     ------
     ValueError

@@ -1,9 +1,11 @@
-"""Find the site configuration a ClientApp runs under, from a message and context.
+"""Find the site a ClientApp runs as, from a message and its context.
 
 In deployment the SuperNode is started with ``--node-config
 site-config=/path/site.yaml``. In simulation every partition runs the same
 ClientApp, so the server lists the site YAMLs in partition order in the
 ``config`` record (``sim-site-configs``) and each partition picks its own.
+Either way the :class:`~fedbone.site.Site` is built once per site YAML (and
+again when the file changes) and reused by every handler.
 """
 
 from __future__ import annotations
@@ -14,22 +16,19 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message
 
 from fedbone.config.site import SiteConfig, load_site_config
-from fedbone.data.cache import META_FILE, SiteCache
 from fedbone.errors import ConfigError, Problem
 from fedbone.federation.egress.guard import EgressGuard, EgressLog
 from fedbone.federation.kinds import CONFIG_RECORD
-from fedbone.generative.release_register import ReleaseRegister
+from fedbone.site import Site
 
 __all__ = [
     "PARTITION_NODE_KEY",
-    "RELEASE_REGISTER_FILE",
     "SIM_SITE_CONFIGS_KEY",
     "SITE_CONFIG_NODE_KEY",
     "guard_and_log_for",
     "load_site_for",
-    "open_site_cache",
-    "release_register_of",
     "resolve_site_config_path",
+    "site_for",
 ]
 
 SITE_CONFIG_NODE_KEY = "site-config"
@@ -116,13 +115,16 @@ def resolve_site_config_path(message: Message, context: Context) -> Path:
 
 
 @lru_cache(maxsize=32)
-def _load_cached(path: Path, mtime_ns: int) -> SiteConfig:
-    # mtime_ns is only part of the key: an edited file is loaded afresh
-    return load_site_config(path)
+def _site_cached(path: Path, mtime_ns: int) -> Site:
+    # mtime_ns is only part of the key: an edited file makes a new Site
+    return Site(load_site_config(path))
 
 
-def load_site_for(message: Message, context: Context) -> SiteConfig:
-    """Load (once per process and file version) the site config for a message.
+def site_for(message: Message, context: Context) -> Site:
+    """Return the :class:`Site` a message is for, built once per file version.
+
+    The site keeps its opened cache between messages, so the ClientApp's
+    handlers share one site object instead of re-opening its state each time.
 
     Raises
     ------
@@ -133,43 +135,28 @@ def load_site_for(message: Message, context: Context) -> SiteConfig:
     try:
         mtime_ns = path.stat().st_mtime_ns
     except OSError:
-        return load_site_config(path)
-    return _load_cached(path, mtime_ns)
+        return Site(load_site_config(path))
+    return _site_cached(path, mtime_ns)
 
 
-RELEASE_REGISTER_FILE = "release-register.jsonl"
+def load_site_for(message: Message, context: Context) -> SiteConfig:
+    """Load (once per process and file version) the site config for a message.
+
+    Raises
+    ------
+    ConfigError
+        If the path cannot be resolved, or the file is missing or invalid.
+    """
+    return site_for(message, context).config
 
 
 def guard_and_log_for(
     message: Message, context: Context
 ) -> tuple[EgressGuard, EgressLog]:
     """Build the site's egress guard and log; pass this to ``egress_mod``."""
-    site = load_site_for(message, context)
+    site = site_for(message, context)
     guard = EgressGuard(
-        small_cell_threshold=site.privacy.small_cell_threshold,
-        release_check=release_register_of(site).unreleased,
+        small_cell_threshold=site.config.privacy.small_cell_threshold,
+        release_check=site.release_register.unreleased,
     )
-    return guard, EgressLog(site.egress_log)
-
-
-def release_register_of(site: SiteConfig) -> ReleaseRegister:
-    """Return the site's register of audit-released images (in its work dir)."""
-    return ReleaseRegister(site.work_dir / RELEASE_REGISTER_FILE)
-
-
-@lru_cache(maxsize=8)
-def _open_cached(cache_dir: Path, meta_mtime_ns: int) -> SiteCache:
-    return SiteCache.open(cache_dir)
-
-
-def open_site_cache(site: SiteConfig) -> SiteCache:
-    """Open the site's prepared cache, once per process while it is unchanged.
-
-    Every message needs the cache; re-reading a large site's index for each
-    one would cost more than the exchange. A re-prepared cache rewrites its
-    ``meta.json``, which changes the key, so it is picked up at once.
-    """
-    cache_dir = site.data.cache_dir.resolve()
-    meta = cache_dir / META_FILE
-    mtime = meta.stat().st_mtime_ns if meta.is_file() else -1
-    return _open_cached(cache_dir, mtime)
+    return guard, EgressLog(site.config.egress_log)

@@ -21,8 +21,8 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
 
 from fedbone.classifier.augment import AugmentSpec
-from fedbone.classifier.dp_rounds import DpRoundSpec
 from fedbone.classifier.local import TrainSpec
+from fedbone.classifier.rounds import DpRoundSpec
 from fedbone.classifier.sampling import Sampling
 from fedbone.config.privacy import DpPhaseSettings
 from fedbone.errors import Problem, ProblemsError

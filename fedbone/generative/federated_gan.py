@@ -231,6 +231,28 @@ def evaluate_federated_gan(
     Returns ``num-examples`` (held-out scans), ``fd``, ``kid``, ``precision``
     and ``recall`` in the site's feature space. ``seed`` must be the same at
     every round so rounds are compared on the same latent draws.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache; its val and test scans with both labels
+        known are the held-out scans.
+    settings
+        The study's GAN settings (network sizes, encoder, images per class).
+    global_arrays
+        The global networks (:func:`~fedbone.generative.arrays.trainer_arrays`).
+    work_dir, run_name
+        Where the site's state is: ``<work_dir>/gan/<run_name>/``.
+    seed
+        Seed of the latent draws; the same every round.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+
+    Raises
+    ------
+    TrainingError
+        ``not-in-federated-gan`` at a site that took no part in the training
+        rounds.
     """
     state = gan_state_dir(work_dir, run_name)
     models = _models_of(state)
@@ -266,6 +288,23 @@ def install_federated_generator(
     The arrays' digest must equal ``expected_sha256`` (the one the server
     announced when it chose the round). Afterwards phase ``synthesize`` runs
     here exactly as after local training. Returns the checkpoint file's sha256.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache; gives the canvas size.
+    settings
+        The study's GAN settings (network sizes).
+    global_arrays
+        The selected round's global networks.
+    expected_sha256
+        Digest of ``global_arrays`` the server announced.
+    round_number
+        The selected round, recorded as ``best-step`` in ``selected.json``.
+    work_dir, run_name
+        Where the site's state is: ``<work_dir>/gan/<run_name>/``.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
 
     Raises
     ------

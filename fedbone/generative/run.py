@@ -269,6 +269,27 @@ def generator_fidelity(
     The same measure :func:`train_site_gan` records per checkpoint: generated
     images mirror the held-out classes, ``images_per_class`` per class, drawn
     with ``seed``. Returns ``fd``, ``kid``, ``precision`` and ``recall``.
+
+    Parameters
+    ----------
+    trainer
+        The GAN; its EMA generator is scored.
+    held_out
+        ``(R, H, W)`` held-out real scans on the GAN's canvas, in [0, 1].
+    held_out_labels
+        ``(R,)`` class id ``2 * bm + ca`` of each scan; unknown labels must be
+        dropped first.
+    embed
+        Maps images to feature vectors (the site's feature encoder).
+    images_per_class
+        Images generated for each class present in ``held_out_labels``.
+    seed
+        Seeds the latents and the KID subsets.
+
+    Raises
+    ------
+    TrainingError
+        When the held-out scans or labels do not fit the GAN.
     """
     held_out_labels = np.asarray(held_out_labels, dtype=np.int64)
     _check_held_out(trainer, held_out, held_out_labels)

@@ -115,7 +115,18 @@ def _images(cache: SiteCache, positions: np.ndarray) -> np.ndarray:
 def load_encoder(
     settings: GanSettings, state: Path, device: str
 ) -> SiteEncoder | TorchScriptEncoder:
-    """Load the run's feature encoder (as recorded in ``selected.json``)."""
+    """Load the run's feature encoder (as recorded in ``selected.json``).
+
+    Parameters
+    ----------
+    settings
+        The study's GAN settings; ``encoder`` says whether it is the site's
+        own (``site``) or a TorchScript file.
+    state
+        The run's GAN folder, ``<work_dir>/gan/<run_name>/``.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    """
     selected = json.loads((state / SELECTION_FILE).read_text())
     return _load_encoder(settings, selected["encoder-sha256"], state, device)
 
@@ -123,7 +134,20 @@ def load_encoder(
 def load_feature_encoder_of(
     settings: GanSettings, models: SiteModels, state: Path, device: str
 ) -> SiteEncoder | TorchScriptEncoder:
-    """Load the feature encoder :func:`prepare_site_models` recorded."""
+    """Load the feature encoder :func:`prepare_site_models` recorded.
+
+    Parameters
+    ----------
+    settings
+        The study's GAN settings; ``encoder`` says whether it is the site's
+        own (``site``) or a TorchScript file.
+    models
+        The recorded models; gives the encoder's expected sha256.
+    state
+        The run's GAN folder, ``<work_dir>/gan/<run_name>/``.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    """
     return _load_encoder(settings, models.encoder_sha256, state, device)
 
 
@@ -181,7 +205,23 @@ def _curation_classifier(
 
 
 def check_enough_for_gan(n_train: int, n_held_out: int, settings: GanSettings) -> None:
-    """Raise, listing every problem, when a site has too few scans for a GAN."""
+    """Raise, listing every problem, when a site has too few scans for a GAN.
+
+    Parameters
+    ----------
+    n_train
+        Training scans with both labels known; at least one GAN batch needed.
+    n_held_out
+        Val and test scans with both labels known; at least 4 needed for
+        model selection by FD.
+    settings
+        The study's GAN settings (``batch_size``).
+
+    Raises
+    ------
+    TrainingError
+        ``too-few-scans`` and/or ``too-few-held-out``.
+    """
     problems = []
     if n_train < settings.batch_size:
         problems.append(
@@ -227,6 +267,28 @@ def prepare_site_models(
 
     A federated GAN calls this every round: the models trained in the first
     round are recorded in ``site-models.json`` and reused afterwards.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache; its training scans with both labels known
+        train the encoder.
+    task
+        The study task (``bm`` or ``ca``), for the curation classifier.
+    settings
+        The study's GAN settings (encoder choice and epochs, curation
+        epochs).
+    classifier
+        Architecture of the curation classifier.
+    train
+        Local-training settings of the curation classifier; its epochs are
+        replaced by ``settings.curation_epochs``.
+    state
+        The run's GAN folder, ``<work_dir>/gan/<run_name>/``.
+    seed
+        Seeds the site encoder's training.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
     """
     recorded = recorded_site_models(state)
     if recorded is not None:
@@ -264,6 +326,20 @@ def gan_trainer_for(
 
     With ``dp`` the discriminator is the DP-compatible variant trained with
     DP-SGD (:mod:`fedbone.privacy.dp_gan`).
+
+    Parameters
+    ----------
+    settings
+        The study's GAN settings (network sizes, batch size, learning rate,
+        R1 weight, adaptive-augmentation target, steps).
+    height, width
+        Canvas size in pixels.
+    seed
+        Seeds initialisation, batches and noise.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    dp
+        DP-SGD settings of the discriminator; ``None`` trains without DP.
     """
     return GanTrainer(
         GanSpec(
@@ -293,7 +369,22 @@ def gan_trainer_for(
 def write_selection(
     state: Path, checkpoint: Path, checkpoint_sha256: str, models: SiteModels, step: int
 ) -> None:
-    """Record what phase ``synthesize`` must load, each with its sha256."""
+    """Record what phase ``synthesize`` must load, each with its sha256.
+
+    Parameters
+    ----------
+    state
+        The run's GAN folder; ``selected.json`` is written there.
+    checkpoint
+        The selected generator checkpoint (stored as an absolute path).
+    checkpoint_sha256
+        Its sha256.
+    models
+        The run's encoder and curation classifier, with their sha256s.
+    step
+        Training step of the checkpoint (the round, for a federated GAN),
+        stored as ``best-step``.
+    """
     selection: dict[str, Any] = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint-sha256": checkpoint_sha256,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from fedbone.classifier.errors import TrainingError
 from fedbone.classifier.runtime import input_channels, resolve_device, to_model_input
 from fedbone.classifier.synthetic_mix import MixedCache, MixSpec, SyntheticSet
 from fedbone.classifier.synthetic_mix import mixed_training_cache as _mix
-from fedbone.config.site import AuditSettings
 from fedbone.config.synthetic import GanSettings, SynthesisSettings
 from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
@@ -145,7 +144,7 @@ def synthesize_at_site(
     task: str,
     settings: SynthesisSettings,
     classifier: ClassifierSpec,
-    audit: AuditSettings,
+    audit: AuditThresholds,
     *,
     work_dir: Path,
     run_name: str,
@@ -202,7 +201,7 @@ def synthesize_at_site(
         training=training,
         training_patient_ids=patient_ids,
         held_out=held_out,
-        thresholds=AuditThresholds(**asdict(audit)),
+        thresholds=audit,
         checkpoint_sha256=selection["checkpoint-sha256"],
         ms_ssim_fn=ms_ssim,
         device=str(target),
@@ -247,6 +246,28 @@ def umap_at_site(
 
     Only :meth:`UmapView.to_record` (coarse grids, small cells suppressed) is
     meant to leave the site.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache; note that every scan with both labels known
+        is embedded, train split included, not only val and test.
+    gan
+        The study's GAN settings (which feature encoder to load).
+    work_dir, run_name
+        Where the run's GAN state is: ``<work_dir>/gan/<run_name>/``, with
+        ``released.npy`` from phase ``synthesize``.
+    min_cell
+        Small-cell threshold: real-grid cells with fewer points are set to 0.
+    seed
+        UMAP random state.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+
+    Raises
+    ------
+    TrainingError
+        ``no-release`` when phase ``synthesize`` has not run at this site.
     """
     state = gan_state_dir(work_dir, run_name)
     released_path = state / "released.npy"
@@ -275,7 +296,25 @@ def store_received_pool(
     work_dir: Path,
     run_name: str,
 ) -> int:
-    """Keep a pool the server sent (checked against its digest); return its size."""
+    """Keep a pool the server sent (checked against its digest); return its size.
+
+    Parameters
+    ----------
+    images
+        ``(N, H, W)`` pooled synthetic images as received.
+    class_ids
+        ``(N,)`` conditioning class ``2 * bm + ca`` of each image.
+    expected_sha256
+        Digest of the pool the server announced.
+    work_dir, run_name
+        The pool is saved to ``<work_dir>/synthetic/<run_name>/``, replacing
+        any pool stored there before.
+
+    Raises
+    ------
+    TrainingError
+        ``pool-corrupted`` when the pool does not match ``expected_sha256``.
+    """
     actual = pool_digest(images, class_ids)
     if actual != expected_sha256:
         raise TrainingError(
@@ -307,7 +346,31 @@ def mixed_training_view(
     run_name: str,
     seed: int,
 ) -> SiteCache | MixedCache:
-    """Return the site's cache, with the run's stored pool mixed in when asked."""
+    """Return the site's cache, with the run's stored pool mixed in when asked.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``: the labels the mix keeps the prevalence of.
+    ratio
+        Synthetic images per real training scan; 0 or less (without
+        ``synthetic_only``) returns ``cache`` unchanged.
+    synthetic_only
+        Train on synthetic images alone, as many as the real scans;
+        ``ratio`` is then ignored.
+    work_dir, run_name
+        Where the run's pool is: ``<work_dir>/synthetic/<run_name>/``.
+    seed
+        Seeds the draw from the pool.
+
+    Raises
+    ------
+    TrainingError
+        ``no-synthetic-pool`` when a mix is asked for but the site received
+        no pool in this run.
+    """
     if ratio <= 0 and not synthetic_only:
         return cache
     directory = _pool_dir(work_dir, run_name)

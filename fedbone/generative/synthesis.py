@@ -58,7 +58,18 @@ class ImageGenerator(Protocol):
     def generate(
         self, labels: np.ndarray, *, seed: int, truncation: float = 1.0
     ) -> np.ndarray:
-        """Return one ``(H, W)`` image in [0, 1] per class id in ``labels``."""
+        """Return one ``(H, W)`` image in [0, 1] per class id in ``labels``.
+
+        Parameters
+        ----------
+        labels
+            ``(N,)`` conditioning class ids ``2 * bm + ca`` (0..3).
+        seed
+            Seeds the latents: the same seed gives the same images on the
+            same device.
+        truncation
+            Pull towards the class-mean style, in (0, 1] (1: none).
+        """
         ...
 
 

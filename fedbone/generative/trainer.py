@@ -190,7 +190,17 @@ def class_labels(label_bm: np.ndarray, label_ca: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    """Set ``ema = beta * ema + (1 - beta) * model`` (parameters); copy buffers."""
+    """Set ``ema = beta * ema + (1 - beta) * model`` (parameters); copy buffers.
+
+    Parameters
+    ----------
+    ema
+        The averaged copy, updated in place.
+    model
+        The network being trained, of the same architecture.
+    beta
+        Weight kept on the old average, in [0, 1] (0 copies ``model``).
+    """
     for target, source in zip(ema.parameters(), model.parameters(), strict=True):
         target.lerp_(source.detach(), 1.0 - beta)
     for ema_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):

@@ -299,6 +299,28 @@ def cohort_derivatives(
 ) -> CoxDerivatives:
     """One Newton step's aggregates of this site's stratum.
 
+    Parameters
+    ----------
+    cohort
+        The site's scored outcome cohort.
+    endpoint
+        An endpoint name (``death``, ``hf``...).
+    model
+        ``crude`` or ``adjusted`` (:data:`~fedbone.outcomes.cohort.COX_MODELS`).
+    beta
+        Current log hazard ratios sent by the server, one per covariate of
+        ``model``.
+    ties
+        ``efron`` or ``breslow``.
+    min_patients
+        The site's small-cell threshold: fewest patients in the stratum and in
+        each predicted group.
+
+    Returns
+    -------
+    CoxDerivatives
+        Log partial likelihood, gradient and Hessian of the site's stratum.
+
     Raises
     ------
     EvaluationError

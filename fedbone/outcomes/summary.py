@@ -122,7 +122,18 @@ def meta_rows(pooled: Mapping[str, MetaAnalysis]) -> list[dict[str, Any]]:
 
 
 def site_fit_rows(site: str, model: str, fit: SiteCoxFit) -> list[dict[str, Any]]:
-    """One row per covariate of a site's own Cox fit."""
+    """One row per covariate of a site's own Cox fit.
+
+    Parameters
+    ----------
+    site
+        Site id, copied into each row.
+    model
+        ``crude`` or ``adjusted``, copied into each row.
+    fit
+        The site's Cox coefficients and variances; rows give the hazard ratio
+        with its 95% Wald interval and the cohort size.
+    """
     rows = []
     for name, param, variance in zip(fit.names, fit.params, fit.variances, strict=True):
         se = math.sqrt(variance)
@@ -144,7 +155,18 @@ def site_fit_rows(site: str, model: str, fit: SiteCoxFit) -> list[dict[str, Any]
 def ph_rows(
     site: str, model: str, check: ProportionalHazardsCheck
 ) -> list[dict[str, Any]]:
-    """One row per covariate of a site's proportional-hazards check."""
+    """One row per covariate of a site's proportional-hazards check.
+
+    Parameters
+    ----------
+    site
+        Site id, copied into each row.
+    model
+        ``crude`` or ``adjusted``, copied into each row.
+    check
+        The site's Schoenfeld-residual test; rows give each covariate's
+        chi-square statistic and p-value.
+    """
     return [
         {
             "site": site,

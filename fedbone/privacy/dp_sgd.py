@@ -235,6 +235,19 @@ def noise_for_target(
 
     Opacus' ``get_noise_multiplier``: the result reaches the target within its
     tolerance (0.01) without exceeding it.
+
+    Parameters
+    ----------
+    target_epsilon
+        ε the whole run may spend.
+    delta
+        δ at which ``target_epsilon`` is measured.
+    sample_rate
+        Poisson sampling rate of each step (batch size over training scans).
+    steps
+        DP-SGD steps the target is spread over.
+    accountant
+        ``rdp`` or ``prv``.
     """
     return float(
         get_noise_multiplier(
@@ -255,6 +268,15 @@ def epsilon_after(
     """Return Opacus' ε at ``delta`` after ``(noise, sample_rate, steps)`` entries.
 
     An empty history has spent nothing (ε = 0).
+
+    Parameters
+    ----------
+    history
+        ``(noise_multiplier, sample_rate, steps)`` entries, oldest first.
+    delta
+        δ at which ε is reported.
+    accountant
+        ``rdp`` or ``prv``.
     """
     if not history:
         return 0.0
@@ -303,7 +325,18 @@ class AccountantState:
     def extended(
         self, noise_multiplier: float, sample_rate: float, steps: int
     ) -> AccountantState:
-        """Return the state after ``steps`` more steps at this noise and rate."""
+        """Return the state after ``steps`` more steps at this noise and rate.
+
+        Parameters
+        ----------
+        noise_multiplier
+            Gaussian noise std over the clipping norm of these steps.
+        sample_rate
+            Poisson sampling rate of these steps.
+        steps
+            Steps taken; 0 or fewer returns the state unchanged. Steps at the
+            last entry's noise and rate are added to that entry.
+        """
         history = list(self.history)
         if steps <= 0:
             return self

@@ -139,6 +139,13 @@ class PlannedRelease:
         committed since the plan, this one is composed after it (the ledger
         checks the budget once more as it appends).
 
+        Parameters
+        ----------
+        run, phase
+            The study run and phase making the release.
+        kind
+            Kebab-case release kind (``classifier-round``, ``gan-round``).
+
         Raises
         ------
         BudgetExceeded
@@ -171,6 +178,18 @@ def plan_sgd_release(
 ) -> PlannedRelease:
     """Return the release's spend, or refuse it if the budget cannot take it.
 
+    Parameters
+    ----------
+    ledger
+        The site's ledger; its ``dp-sgd`` history is composed with this
+        release and ε is taken at the budget's δ.
+    noise_multiplier
+        Gaussian noise std over the clipping norm of the release's steps.
+    sample_rate
+        Poisson sampling rate of each step.
+    steps
+        DP-SGD steps the release takes.
+
     Raises
     ------
     BudgetExceeded
@@ -200,6 +219,22 @@ def plan_gan_release(
     The discriminator samples each real scan with ``q = batch / n``; with a
     target ε the noise spends it over ``planned_steps`` (all rounds). Returns
     the checked release and the trainer's DP spec with that noise fixed.
+
+    Parameters
+    ----------
+    ledger
+        The site's ledger; ε is taken at its budget's δ.
+    dp
+        The study's DP settings of the GAN: a fixed noise multiplier or a
+        target ε, and the clipping norm.
+    batch_size
+        Real scans per discriminator step.
+    n_training
+        The site's training scans for the GAN.
+    steps
+        Discriminator steps of this call.
+    planned_steps
+        Discriminator steps of the whole run (all rounds); spreads a target ε.
 
     Raises
     ------

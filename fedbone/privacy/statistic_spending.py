@@ -56,6 +56,13 @@ class PlannedStatisticRelease:
         another request since the plan is not overwritten; the ledger checks
         the budget once more as it appends.
 
+        Parameters
+        ----------
+        run, phase
+            The study run and phase making the release.
+        kind
+            Kebab-case release kind (e.g. ``statistic``).
+
         Raises
         ------
         BudgetExceeded

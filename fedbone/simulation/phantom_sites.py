@@ -145,6 +145,34 @@ def ensure_phantom_federation(
     seconds; one made with other parameters is regenerated. ``outcome_sites``
     names the sites whose patients get follow-up (``None``: as the profiles
     say, i.e. site D).
+
+    Parameters
+    ----------
+    out_dir
+        Parent folder; site ``X`` lives in ``out_dir / "site-X"``.
+    sites
+        Site profile names (``A``..``F``).
+    spec
+        Preprocessing written into each site config; a change of its
+        fingerprint regenerates the site.
+    scale
+        Fraction of the paper's cohort size.
+    min_scans
+        Floor on the number of scans per site.
+    seed
+        Cohort seed; the same seed gives the same cohorts.
+    workers
+        Processes used to render a site; the result does not depend on it
+        and it is not part of the recorded parameters.
+    outcome_sites
+        Sites whose patients get follow-up; ``None`` follows the profiles.
+    progress
+        Show a progress bar while rendering.
+
+    Returns
+    -------
+    list of Path
+        The ``site.yaml`` of each site, in the order given.
     """
     configs = []
     for site in sites:

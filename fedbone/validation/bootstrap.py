@@ -57,6 +57,20 @@ def auc_statistic(
     Replicates only reuse the original scores, so each is summarised by its
     counts per distinct score and per class, and :func:`auc_from_counts` gives
     the exact tie-aware AUC of all rows at once.
+
+    Parameters
+    ----------
+    positive
+        ``(N,)`` True for each patient with the finding.
+    scores
+        ``(N,)`` model scores; higher means more likely positive.
+    indices
+        ``(replicates, N)`` patients drawn in each replicate.
+
+    Returns
+    -------
+    numpy.ndarray
+        One AUC per replicate, ``nan`` where a replicate lacks a class.
     """
     distinct, codes = np.unique(scores, return_inverse=True)
     replicates = indices.shape[0]

@@ -83,6 +83,16 @@ class PairedComparison:
 
         A ``nan`` variance (a class absent or with a single patient) gives
         ``nan`` for ``se``, ``z``, the p-value and the interval.
+
+        Parameters
+        ----------
+        auc_a, auc_b
+            AUCs of the two models on the same patients.
+        variance
+            Variance of ``auc_a - auc_b`` (DeLong); may be ``nan``.
+        confidence
+            Level of the Wald interval of the difference, strictly between 0
+            and 1.
         """
         difference = auc_a - auc_b
         if not (math.isfinite(variance) and math.isfinite(difference)):
@@ -215,6 +225,20 @@ def auc_normal_ci(auc: float, variance: float, confidence: float = 0.95) -> Esti
 
     Shared by the site-side DeLong interval and the pooled (histogram) one so
     both report the same kind of interval.
+
+    Parameters
+    ----------
+    auc
+        The AUC estimate.
+    variance
+        Its variance; ``nan`` (or a ``nan`` AUC) gives a ``nan`` interval.
+    confidence
+        Interval level, strictly between 0 and 1.
+
+    Raises
+    ------
+    EvaluationError
+        ``bad-confidence`` for a level outside (0, 1).
     """
     check_confidence("auc_normal_ci", confidence)
     if not (math.isfinite(auc) and math.isfinite(variance)):

@@ -270,6 +270,28 @@ def release_private_histograms(
     release is in the ledger before this returns (and so before the reply
     can leave the site).
 
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``.
+    spec
+        How to build the models.
+    models
+        Weights by model name.
+    split
+        The split scored.
+    dp
+        The reply's ε (split evenly over the models), bins and contribution
+        bound (scans per patient).
+    ledger
+        The site's privacy ledger the release is charged to.
+    run, phase
+        The study run and phase making the release, recorded in the ledger.
+    rng
+        Noise source; by default one seeded from the operating system.
+
     Raises
     ------
     BudgetExceeded

@@ -34,7 +34,21 @@ def score_models(
     models: Mapping[str, Arrays],
     split: str,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Return the labels of the scored scans and each model's probabilities."""
+    """Return the labels of the scored scans and each model's probabilities.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``; scans with an unknown label are skipped.
+    spec
+        How to build the models.
+    models
+        Weights (state-dict name -> array) by model name.
+    split
+        The split scored (``train``, ``val`` or ``test``).
+    """
     rows, labels = labelled_rows(cache, task, split)
     labels = labels.astype(np.int64)
     scores: dict[str, np.ndarray] = {}
@@ -67,6 +81,29 @@ def validate_models(
     specificity at ``threshold`` with bootstrap 95% CIs), ``histograms-<model>``
     (per-class score counts over ``bins`` equal bins of [0, 1]) and
     ``paired-<a>-vs-<b>`` (DeLong test on this site's patients).
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``; scans with an unknown label are skipped.
+    spec
+        How to build the models.
+    models
+        Weights (state-dict name -> array) by model name.
+    split
+        The split scored (``train``, ``val`` or ``test``).
+    bins
+        Equal-width score bins of [0, 1] per histogram.
+    n_bootstrap
+        Stratified bootstrap replicates for the 95% CIs.
+    threshold
+        Operating point: a scan is called positive if its score is at least
+        this.
+    pairs
+        ``(a, b)`` model names to compare; skipped when the site lacks one of
+        the two classes.
     """
     labels, scores = score_models(cache, task, spec, models, split)
     records: dict[str, dict[str, float | int | list[int]]] = {}
@@ -117,7 +154,27 @@ def paired_components(
     split: str,
     pairs: Sequence[tuple[str, str]],
 ) -> dict[str, dict[str, float | int]]:
-    """Return this site's DeLong component sums against the pooled distributions."""
+    """Return this site's DeLong component sums against the pooled distributions.
+
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``; scans with an unknown label are skipped.
+    spec
+        How to build the models.
+    models
+        Weights (state-dict name -> array) by model name.
+    pooled
+        Pooled score histograms by model name, over every site (this one
+        included), as the server sent them back.
+    split
+        The split scored (the one the pooled histograms were built on).
+    pairs
+        ``(a, b)`` model names to compare; one ``components-<a>-vs-<b>``
+        record each.
+    """
     labels, scores = score_models(cache, task, spec, models, split)
     records: dict[str, dict[str, float | int]] = {}
     for a, b in pairs:

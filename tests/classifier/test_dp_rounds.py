@@ -10,8 +10,8 @@ import torch
 from tiny_caches import build_toy_cache
 
 from fedbone.classifier.augment import AugmentSpec
-from fedbone.classifier.dp_rounds import DpRoundSpec, train_round_dp
 from fedbone.classifier.local import TrainSpec
+from fedbone.classifier.rounds import DpRoundSpec, train_round_dp
 from fedbone.config.site import DataSettings, PrivacySettings, SiteConfig, SiteRole
 from fedbone.data.cache import SiteCache
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier

@@ -12,6 +12,7 @@ from fedbone.federation.site_context import (
     guard_and_log_for,
     load_site_for,
     resolve_site_config_path,
+    site_for,
 )
 
 
@@ -94,22 +95,41 @@ def test_guard_and_log_follow_the_site_config(tmp_path: Path) -> None:
 def test_the_site_cache_is_opened_once_until_it_is_prepared_again(
     tmp_path: Path,
 ) -> None:
-
+    # Prepare
     from tiny_caches import build_toy_cache
 
     from fedbone.config.site import DataSettings, SiteConfig, SiteRole
-    from fedbone.federation.site_context import open_site_cache
+    from fedbone.site import Site
 
     cache_dir = build_toy_cache(tmp_path, count=10).cache_dir
-    site = SiteConfig(
-        "vienna", SiteRole.TRAIN, DataSettings(tmp_path / "m.csv", cache_dir)
+    site = Site(
+        SiteConfig(
+            "vienna", SiteRole.TRAIN, DataSettings(tmp_path / "m.csv", cache_dir)
+        )
     )
 
-    first = open_site_cache(site)
-    again = open_site_cache(site)
+    # Execute
+    first = site.cache
+    again = site.cache
     meta = cache_dir / "meta.json"
     os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))
-    after_prepare = open_site_cache(site)
+    after_prepare = site.cache
 
+    # Assert
     assert again is first
     assert after_prepare is not first
+
+
+def test_the_site_is_built_once_per_config_version(tmp_path: Path) -> None:
+    path = _site_yaml(tmp_path / "site", "vienna")
+    node = context(**{"site-config": str(path)})
+
+    first = site_for(_census(), node)
+    again = site_for(_census(), node)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    edited = site_for(_census(), node)
+
+    assert again is first
+    assert edited is not first
+    assert edited.site_id == "vienna"

@@ -11,7 +11,7 @@ from tiny_caches import build_labelled_cache
 from tiny_study import ONE_EPOCH, SMALL_CNN, tiny_gan_settings
 
 from fedbone.classifier.errors import TrainingError
-from fedbone.config.site import AuditSettings
+from fedbone.config.site import AuditThresholds
 from fedbone.config.synthetic import SynthesisSettings
 from fedbone.data.cache import SiteCache
 from fedbone.generative.arrays import arrays_digest, trainer_arrays
@@ -130,7 +130,7 @@ def test_the_installed_generator_synthesises_like_a_local_one(trained: tuple) ->
         "bm",
         SynthesisSettings(n_per_class=3),
         CLASSIFIER,
-        AuditSettings(),
+        AuditThresholds(),
         work_dir=work,
         run_name="fed",
         register=ReleaseRegister(work / "register.jsonl"),
@@ -151,7 +151,7 @@ def test_cross_audit_blocks_copies_of_this_sites_scans(trained: tuple) -> None:
     result = cross_audit_at_site(
         cache,
         np.concatenate([copies, novel]),
-        replace(AuditSettings(), feature_space=False),
+        replace(AuditThresholds(), feature_space=False),
         device="cpu",
     )
 

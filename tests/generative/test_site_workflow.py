@@ -11,7 +11,7 @@ from tiny_study import ONE_EPOCH, SMALL_CNN, tiny_gan_settings
 
 from fedbone.classifier.errors import TrainingError
 from fedbone.classifier.synthetic_mix import MixedCache
-from fedbone.config.site import AuditSettings
+from fedbone.config.site import AuditThresholds
 from fedbone.config.synthetic import SynthesisSettings
 from fedbone.generative.pool import pool_digest
 from fedbone.generative.release_register import ReleaseRegister
@@ -89,7 +89,7 @@ def test_synthesis_registers_exactly_the_released_images(site: tuple) -> None:
         "bm",
         SynthesisSettings(n_per_class=4),
         CLASSIFIER,
-        AuditSettings(),
+        AuditThresholds(),
         work_dir=work,
         run_name="run-1",
         register=register,
@@ -119,7 +119,7 @@ def test_synthesis_refuses_a_checkpoint_changed_after_selection(site: tuple) -> 
             "bm",
             SynthesisSettings(n_per_class=2),
             CLASSIFIER,
-            AuditSettings(),
+            AuditThresholds(),
             work_dir=work,
             run_name="run-1",
             register=ReleaseRegister(work / "r.jsonl"),

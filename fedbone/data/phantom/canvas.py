@@ -143,6 +143,27 @@ class ActivityCanvas:
         standard deviations. ``shell`` in (0, 1) is the inner/outer radius ratio
         of a hollow shell (the calvarium, the myocardium), which projects with
         a bright rim. The peak value is ``amplitude``.
+
+        Parameters
+        ----------
+        centre_mm
+            ``(x, y)`` centre in patient millimetres.
+        semi_axes_mm
+            ``(lateral, vertical)`` semi-axes in mm, or standard deviations in
+            mm with ``gaussian``.
+        amplitude
+            Peak activity, relative to a lumbar vertebral body (1.0).
+        weights
+            ``(anterior, posterior)`` view transmissions from
+            :func:`depth_weights`.
+        angle_deg
+            Rotation in degrees, clockwise on the image, added to the pose's
+            tilt.
+        shell
+            Inner/outer radius ratio in (0, 1) of a hollow shell; 0 draws a
+            solid ellipsoid. Ignored with ``gaussian``.
+        gaussian
+            Draw a Gaussian blob (cut at 3 standard deviations) instead.
         """
         cx, cy = self._point(*centre_mm)
         a, b = semi_axes_mm[0] * self._px, semi_axes_mm[1] * self._px
@@ -174,7 +195,20 @@ class ActivityCanvas:
         amplitude: float,
         weights: tuple[float, float],
     ) -> None:
-        """Draw a round Gaussian hot spot (a lesion, a joint, an injection)."""
+        """Draw a round Gaussian hot spot (a lesion, a joint, an injection).
+
+        Parameters
+        ----------
+        centre_mm
+            ``(x, y)`` centre in patient millimetres.
+        sigma_mm
+            Standard deviation in mm.
+        amplitude
+            Peak activity, relative to a lumbar vertebral body (1.0).
+        weights
+            ``(anterior, posterior)`` view transmissions from
+            :func:`depth_weights`.
+        """
         self.ellipse(centre_mm, (sigma_mm, sigma_mm), amplitude, weights, gaussian=True)
 
     def capsule(
@@ -188,6 +222,19 @@ class ActivityCanvas:
         """Draw a projected cylinder with rounded ends (a long bone, a limb).
 
         Radius and amplitude change linearly from ``start_mm`` to ``end_mm``.
+
+        Parameters
+        ----------
+        start_mm, end_mm
+            ``(x, y)`` centres of the two ends in patient millimetres.
+        radii_mm
+            Radius in mm at the start and at the end.
+        amplitudes
+            Peak activity at the start and at the end, relative to a lumbar
+            vertebral body (1.0).
+        weights
+            ``(anterior, posterior)`` view transmissions from
+            :func:`depth_weights`.
         """
         x0, y0 = self._point(*start_mm)
         x1, y1 = self._point(*end_mm)
@@ -281,6 +328,27 @@ class ActivityCanvas:
         down) on the ellipse before its rotation by ``angle_deg`` (clockwise on
         the image); the amplitude changes linearly from the first to the second
         end.
+
+        Parameters
+        ----------
+        centre_mm
+            ``(x, y)`` centre of the ellipse in patient millimetres.
+        semi_axes_mm
+            ``(lateral, vertical)`` semi-axes of the ellipse in mm.
+        span_deg
+            ``(start, stop)`` parametric angles in degrees; the span must be
+            under 180 degrees.
+        half_width_mm
+            Half the bone's thickness across the curve, in mm.
+        amplitudes
+            Peak activity at the start and at the stop end, relative to a
+            lumbar vertebral body (1.0).
+        weights
+            ``(anterior, posterior)`` view transmissions from
+            :func:`depth_weights`.
+        angle_deg
+            Rotation of the ellipse in degrees, clockwise on the image, added
+            to the pose's tilt.
         """
         cx, cy = self._point(*centre_mm)
         a, b = semi_axes_mm[0] * self._px, semi_axes_mm[1] * self._px

@@ -124,7 +124,17 @@ def add_degenerative_uptake(
 ) -> int:
     """Draw 0-4 benign joint and facet hot spots; return how many.
 
-    Older patients have more of them (osteoarthritis).
+    The count is Poisson (mean 1.2) capped at 4; each spot sits on a knee, a
+    lumbar facet, a shoulder, a foot or a wrist, at 0.3-0.8 times bone uptake.
+
+    Parameters
+    ----------
+    canvas
+        Activity maps of the scan.
+    body
+        The patient (for joint positions, bone uptake and thickness).
+    rng
+        Source of randomness.
     """
     h = body.height_mm
     legs = leg_columns(body)
@@ -181,7 +191,20 @@ def heart_centre_mm(body: BodyShape) -> tuple[float, float]:
 def add_cardiac_uptake(
     canvas: ActivityCanvas, body: BodyShape, grade: int, rng: np.random.Generator
 ) -> None:
-    """Draw myocardial uptake for a Perugini ``grade`` (0 draws nothing)."""
+    """Draw myocardial uptake for a Perugini ``grade`` (0 draws nothing).
+
+    Parameters
+    ----------
+    canvas
+        Activity maps of the scan.
+    body
+        The patient (for heart position and body thickness).
+    grade
+        Perugini grade 0-3; sets the range the heart's uptake is drawn from,
+        relative to a lumbar vertebra.
+    rng
+        Source of randomness.
+    """
     low, high = _CARDIAC_UPTAKE[grade]
     if high <= 0.0:
         return

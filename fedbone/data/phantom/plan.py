@@ -64,7 +64,17 @@ def _site_key(site: str) -> int:
 
 
 def scan_seed_sequence(seed: int, site: str, index: int) -> np.random.SeedSequence:
-    """Return the seed of scan ``index`` of ``site``, independent of the rest."""
+    """Return the seed of scan ``index`` of ``site``, independent of the rest.
+
+    Parameters
+    ----------
+    seed
+        Cohort seed.
+    site
+        Site name (``A``..``F``).
+    index
+        Position of the scan in the site's plan.
+    """
     return np.random.SeedSequence(seed, spawn_key=(_site_key(site), 1, index))
 
 

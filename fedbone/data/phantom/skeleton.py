@@ -76,7 +76,21 @@ class SkeletonSites:
     def add(
         self, region: str, x: float, y: float, depth: float, body: BodyShape
     ) -> None:
-        """Record one candidate point."""
+        """Record one candidate point.
+
+        Parameters
+        ----------
+        region
+            Skeletal region, e.g. ``spine``, ``pelvis``, ``ribs`` (keys of
+            :data:`~.lesions.METASTASIS_REGION_WEIGHTS`).
+        x, y
+            Position in patient millimetres (``x`` towards the patient's left,
+            ``y`` down from the vertex).
+        depth
+            Position between the anterior (0) and posterior (1) body surface.
+        body
+            The patient; gives the body thickness at ``y``.
+        """
         site = BoneSite(x, y, depth, body_thickness_mm(body, y))
         self.regions.setdefault(region, []).append(site)
 

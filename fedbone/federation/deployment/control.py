@@ -63,6 +63,16 @@ def register_site_keys(
     A key registered before (the state database persists) is accepted as is
     and maps to ``"already-registered"``.
 
+    Parameters
+    ----------
+    flwr_home
+        ``FLWR_HOME`` folder whose ``config.toml`` names the SuperLink and the
+        study CA.
+    public_keys
+        Site id -> path of the site's ``.pub`` key file.
+    timeout_s
+        Seconds allowed for each ``flwr supernode register`` call.
+
     Raises
     ------
     DeploymentError
@@ -120,6 +130,16 @@ def wait_for_online_nodes(
 ) -> list[str]:
     """Wait until at least ``count`` SuperNodes are online; return their ids.
 
+    Parameters
+    ----------
+    flwr_home
+        ``FLWR_HOME`` folder whose ``config.toml`` names the SuperLink and the
+        study CA.
+    count
+        Number of online SuperNodes to wait for.
+    timeout_s
+        Seconds to wait; the SuperLink is polled once a second.
+
     Raises
     ------
     DeploymentError
@@ -173,6 +193,17 @@ def run_arguments(
 
     ``resume_run_dir`` (a run folder on the centre) makes the ServerApp
     continue that interrupted run from its checkpoint.
+
+    Parameters
+    ----------
+    app_dir
+        Folder of the fedbone Flower app, packed into the FAB.
+    study_config
+        The study YAML, passed as an absolute path read on the centre.
+    stream
+        Add ``--stream`` so ``flwr run`` prints the run's log until it ends.
+    resume_run_dir
+        Run folder to resume; ``None`` starts a new run.
     """
     run_config = f"study-config={_quoted(study_config)}"
     if resume_run_dir is not None:
@@ -202,6 +233,36 @@ def submit_run(
     Every output line goes to ``log_path`` and, if given, to ``on_line``.
     ``resume_run_dir``: continue that interrupted run (after a centre restart)
     instead of starting a new one.
+
+    Parameters
+    ----------
+    flwr_home
+        ``FLWR_HOME`` folder whose ``config.toml`` names the SuperLink and the
+        study CA.
+    app_dir
+        Folder of the fedbone Flower app, packed into the FAB.
+    study_config
+        The study YAML, passed as an absolute path read on the centre.
+    log_path
+        File the ``flwr run`` output is appended to.
+    stream
+        Follow the run's log until it ends (``--stream``); otherwise
+        ``flwr run`` returns once submitted and the status is polled.
+    timeout_s
+        Seconds allowed for ``flwr run``, then again for the run to reach a
+        ``finished`` status; after the second wait the last status seen is
+        returned.
+    on_line
+        Called with each output line (without its newline), e.g. to echo it.
+    resume_run_dir
+        Run folder of an interrupted run to continue; ``None`` starts a new
+        run.
+
+    Returns
+    -------
+    RunOutcome
+        The run id and Flower's final status (``finished:completed`` on
+        success).
 
     Raises
     ------

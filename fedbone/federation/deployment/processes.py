@@ -121,7 +121,20 @@ def kill_tree(process: FlowerProcess, timeout_s: float = 10.0) -> None:
 def start_flower_process(
     name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str]
 ) -> FlowerProcess:
-    """Start ``argv`` in a new session, stdout and stderr into ``log_path``."""
+    """Start ``argv`` in a new session, stdout and stderr into ``log_path``.
+
+    Parameters
+    ----------
+    name
+        What it is (``superlink``, ``site A``), for messages.
+    argv
+        Command line to run.
+    log_path
+        Log file, appended to; its parent folders are created.
+    env
+        The process's whole environment (e.g. from
+        :func:`~fedbone.federation.deployment.runtime.flower_env`).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -140,6 +153,15 @@ def wait_until_listening(
     address: str, process: FlowerProcess, timeout_s: float = 60.0
 ) -> None:
     """Wait until ``address`` accepts TCP connections.
+
+    Parameters
+    ----------
+    address
+        ``HOST:PORT`` to connect to (``[v6]:PORT`` too).
+    process
+        The process expected to listen there; watched for an early exit.
+    timeout_s
+        Seconds to keep trying.
 
     Raises
     ------

@@ -185,7 +185,23 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
 def write_connection_config(
     flwr_home: Path, superlink: str, ca_certificate: Path
 ) -> Path:
-    """Write ``$FLWR_HOME/config.toml`` naming the SuperLink (TLS, study CA)."""
+    """Write ``$FLWR_HOME/config.toml`` naming the SuperLink (TLS, study CA).
+
+    Parameters
+    ----------
+    flwr_home
+        ``FLWR_HOME`` folder, created if needed; an existing ``config.toml``
+        is overwritten.
+    superlink
+        The centre's SuperLink address, ``HOST:PORT``.
+    ca_certificate
+        The study CA certificate the SuperLink's TLS certificate must chain to.
+
+    Returns
+    -------
+    Path
+        The written ``config.toml``.
+    """
     flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
     path.write_text(

@@ -249,7 +249,28 @@ class EgressLog:
         verdict: str,
         reason: str,
     ) -> None:
-        """Append one entry and flush it to disk."""
+        """Append one entry and flush it to disk.
+
+        Parameters
+        ----------
+        run_id
+            Flower run id of the request.
+        run_name
+            ``run-name`` from the request's ``config`` record (may be empty).
+        phase
+            ``phase`` from the request's ``config`` record (may be empty).
+        kind
+            Message type of the request.
+        n_bytes
+            Size in bytes of the reply's canonical encoding (of the reason text
+            for error entries).
+        sha256
+            SHA-256 hex digest of the same bytes.
+        verdict
+            ``passed``, ``refused`` or ``error``.
+        reason
+            Why: the guard's verdict reason, the refusal, or the error.
+        """
         entry = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "run-id": run_id,
@@ -310,6 +331,15 @@ def log_error_reply(log: EgressLog, request: Message, reason: str) -> None:
 
     For replies Flower makes itself (e.g. a refused app bundle): the entry's
     bytes and sha256 are those of ``reason``, its verdict ``error``.
+
+    Parameters
+    ----------
+    log
+        The site's egress log.
+    request
+        The incoming message the error answers; gives the run, phase and kind.
+    reason
+        The error text, logged and digested.
     """
     _log(log, RequestSnapshot.of(request), _text_digest(reason), VERDICT_ERROR, reason)
 

@@ -144,7 +144,19 @@ def _occupied(events: list[int], censored: list[int]) -> int:
 def cox_derivative_problems(
     name: str, record: Mapping[str, Any], *, small_cell_threshold: int
 ) -> list[Problem]:
-    """Why a ``cox-derivatives`` record may not leave."""
+    """Why a ``cox-derivatives`` record may not leave.
+
+    Parameters
+    ----------
+    name
+        The record's name, for messages.
+    record
+        Its keys and values: ``gradient`` (one value per covariate),
+        ``hessian`` (p x p, flattened), ``log-likelihood``, ``num-patients``
+        and ``num-events``.
+    small_cell_threshold
+        Fewest patients a stratum may have for its derivatives to leave.
+    """
     problems = []
     gradient: Any = record.get("gradient")
     hessian: Any = record.get("hessian")

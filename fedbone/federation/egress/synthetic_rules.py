@@ -36,7 +36,19 @@ MAX_SUMMARY_HISTOGRAM_BINS = 64
 def audited_image_problems(
     name: str, record: ArrayRecord, release_check: ReleaseCheck | None
 ) -> list[Problem]:
-    """Every way ``record`` is not a batch of released synthetic images."""
+    """Every way ``record`` is not a batch of released synthetic images.
+
+    Parameters
+    ----------
+    name
+        The record's name, for messages.
+    record
+        The reply's record: ``images`` ``(N, H, W)`` float16 and ``class-ids``
+        ``(N,)`` int64, nothing else.
+    release_check
+        Returns the positions of images the site's audit did not release;
+        ``None`` (no release register) refuses every image.
+    """
     problems = [
         Problem(
             "unexpected-array",
@@ -98,7 +110,18 @@ def audited_image_problems(
 
 
 def audit_summary_problems(where: str, key: str, value: Any) -> list[Problem]:
-    """Problems of one audit-summary value: scalars, or a short int histogram."""
+    """Problems of one audit-summary value: scalars, or a short int histogram.
+
+    Parameters
+    ----------
+    where
+        ``record/key``, for messages.
+    key
+        The value's key; a list is allowed only under a ``*-histogram`` key.
+    value
+        The value; scalars pass, a list must be at most
+        :data:`MAX_SUMMARY_HISTOGRAM_BINS` non-negative ints.
+    """
     if not isinstance(value, list):
         return []
     if not key.endswith("-histogram"):
@@ -126,7 +149,20 @@ def audit_summary_problems(where: str, key: str, value: Any) -> list[Problem]:
 def density_grid_problems(
     where: str, key: str, value: Any, small_cell_threshold: int
 ) -> list[Problem]:
-    """Problems of one density-grid value: counts with small cells suppressed."""
+    """Problems of one density-grid value: counts with small cells suppressed.
+
+    Parameters
+    ----------
+    where
+        ``record/key``, for messages.
+    key
+        The value's key; a list is allowed only under a ``grid-*`` key.
+    value
+        The value; scalars pass, a list must be non-negative int counts.
+    small_cell_threshold
+        On ``grid-real*`` keys (real scans), every non-zero cell must hold at
+        least this many points; synthetic grids are not checked.
+    """
     if not isinstance(value, list):
         return []
     if not key.startswith("grid-"):
@@ -161,6 +197,15 @@ def verdict_problems(
 
     ``request_shape`` is the shape of the request's ``synthetic/images``; a
     request without images may get no verdicts.
+
+    Parameters
+    ----------
+    name
+        The record's name, for messages.
+    record
+        The reply's record; must hold only ``passed``, ``(N,)`` uint8 of 0/1.
+    request_shape
+        Shape of the images the request sent, ``None`` when it sent none.
     """
     extra = [key for key in record if key != "passed"]
     if extra or "passed" not in record:

@@ -16,13 +16,12 @@ site's real-vs-real control allows.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from fedbone.classifier.errors import TrainingError
 from fedbone.classifier.runtime import resolve_device
-from fedbone.config.site import AuditSettings
 from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
 from fedbone.generative.audit.similarity import AuditThresholds, audit_synthetic
@@ -57,7 +56,7 @@ def _wire_summary(raw: dict[str, object]) -> dict[str, float | int | list[int]]:
 
 
 def cross_audit_at_site(
-    cache: SiteCache, images: np.ndarray, audit: AuditSettings, *, device: str
+    cache: SiteCache, images: np.ndarray, audit: AuditThresholds, *, device: str
 ) -> CrossAudit:
     """Audit received synthetic images against this site's training scans.
 
@@ -104,7 +103,7 @@ def cross_audit_at_site(
         training,
         training_patient_ids=patient_ids,
         held_out=held_out if len(held_out) else None,
-        thresholds=AuditThresholds(**asdict(audit)),
+        thresholds=audit,
         ms_ssim_fn=ms_ssim,
         device=str(resolve_device(device)),
     )

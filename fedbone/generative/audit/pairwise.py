@@ -194,7 +194,17 @@ class ChunkedReferences:
 def pixel_blocks(
     queries: np.ndarray, references: ChunkedReferences, chunk: int
 ) -> DistanceBlocks:
-    """Yield ``(first row, rows x R distances)`` for flattened queries."""
+    """Yield ``(first row, rows x R distances)`` for flattened queries.
+
+    Parameters
+    ----------
+    queries
+        ``(S, D)`` flattened float32 query images.
+    references
+        The ``R`` flattened reference images.
+    chunk
+        Query rows per block.
+    """
     for start in range(0, queries.shape[0], chunk):
         yield start, references.distances(queries[start : start + chunk])
 
@@ -241,7 +251,24 @@ def shifted_feature_blocks(
 def nearest_k(
     blocks: DistanceBlocks, n_queries: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return distances and indices of each query's ``k`` nearest references."""
+    """Return distances and indices of each query's ``k`` nearest references.
+
+    Parameters
+    ----------
+    blocks
+        ``(first row, rows x R distances)`` blocks covering every query, e.g.
+        from :func:`pixel_blocks`.
+    n_queries
+        Number of queries the blocks cover.
+    k
+        Neighbours kept per query; at most the number of references.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Distances and reference indices, each ``(n_queries, k)``, nearest
+        first.
+    """
     distances = np.empty((n_queries, k))
     indices = np.empty((n_queries, k), dtype=np.int64)
     for start, block in blocks:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fedbone.config.site import AuditThresholds
 from fedbone.generative.audit.inputs import check_audit_inputs
 from fedbone.generative.audit.pairwise import (
     ChunkedReferences,
@@ -68,40 +69,6 @@ logger = logging.getLogger(__name__)
 # histograms of several sites and rounds add up bin by bin.
 HISTOGRAM_EDGES: tuple[float, ...] = tuple(float(10.0**e) for e in range(-6, 1))
 _SUMMARY_QUANTILES = (0.01, 0.05, 0.25, 0.5)
-
-
-@dataclass(frozen=True)
-class AuditThresholds:
-    """A site's release rule (site config, never the study config).
-
-    Parameters
-    ----------
-    real_quantile
-        Quantile of the different-patient nearest-neighbour distances under
-        which a synthetic image is blocked: 0.01 blocks images closer to a
-        training scan than 99% of training scans are to another patient.
-    ms_ssim_ceiling
-        Block an image whose MS-SSIM to one of its ``top_k`` nearest training
-        scans exceeds this. 0.95 leaves margin above the paper's most similar
-        released pair (MS-SSIM 0.89) while still catching near-replicas, which
-        score close to 1.
-    top_k
-        Nearest candidates (by MSE) per synthetic image on which MAE and
-        MS-SSIM are computed exactly.
-    feature_space
-        Also apply the rule to shift-robust feature distances, which catch
-        copies moved by a few pixels that pixel MSE misses.
-    shift_px
-        Feature distances are minimised over shifts of the synthetic image by
-        even offsets up to this many pixels along each axis (4: 25 shifts,
-        8 mm at 2 mm pixels); 0 compares unshifted images only.
-    """
-
-    real_quantile: float = 0.01
-    ms_ssim_ceiling: float = 0.95
-    top_k: int = 5
-    feature_space: bool = True
-    shift_px: int = 4
 
 
 @dataclass(frozen=True)
