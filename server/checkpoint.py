@@ -39,6 +39,9 @@ _RUN_FIELDS = (
     "federated_generator",
     "rounds",
     "results",
+    "gan_results",
+    "synthesis_results",
+    "validation_results",
     "timings",
 )
 

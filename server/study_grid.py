@@ -172,7 +172,13 @@ class StudyGrid(Grid):
         group_id: str,
         ttl: float | None = None,
     ) -> Message:
-        """Delegate to the wrapped grid."""
+        """Delegate to the wrapped grid.
+
+        Parameters
+        ----------
+        content, message_type, dst_node_id, group_id, ttl
+            As :meth:`flwr.serverapp.Grid.create_message` takes them.
+        """
         return self._grid.create_message(
             content, message_type, dst_node_id, group_id, ttl
         )

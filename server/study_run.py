@@ -20,7 +20,10 @@ from flwr.serverapp import Grid
 
 from fedbone.config.study import StudyConfig
 from fedbone.errors import FedboneError
+from fedbone.generative.gan_results import GanResults
 from fedbone.generative.pool import SyntheticPool
+from fedbone.generative.pool_assembly import SynthesisResults
+from fedbone.validation.study_results import ValidationResults
 
 __all__ = ["SiteInfo", "StudyError", "StudyRun"]
 
@@ -60,6 +63,10 @@ class StudyRun:
     federated_generator: tuple[int, dict[str, np.ndarray]] | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
+    """Study-wide tables (``site-errors``, ``privacy``...) and ``outcomes``."""
+    gan_results: GanResults | None = None
+    synthesis_results: SynthesisResults | None = None
+    validation_results: ValidationResults | None = None
     timings: dict[str, float] = field(default_factory=dict)
     phases_done: list[str] = field(default_factory=list)
     progress: dict[str, tuple[int, dict[str, np.ndarray]]] = field(default_factory=dict)
@@ -132,7 +139,19 @@ class StudyRun:
     ) -> list[Message]:
         """Send ``query.<action>`` with ``content`` to nodes; return good replies.
 
-        Error replies (a site refused or failed) are logged and left out.
+        Error replies (a site refused or failed) are logged, kept under
+        ``results["site-errors"]`` and left out.
+
+        Parameters
+        ----------
+        action
+            The query, e.g. ``census`` for ``query.census``.
+        node_ids
+            The sites' nodes to ask.
+        content
+            The request every node receives.
+        timeout
+            Seconds to wait for the replies.
         """
         messages = [
             Message(content=content, dst_node_id=node, message_type=f"query.{action}")

@@ -1,8 +1,8 @@
 """Decode a message to a site, once, into the typed request :class:`Site` works on.
 
 Each function reads a message's ``config`` record (and its array records) with
-the readers of :mod:`fedbone.federation.study_messages` and
-:mod:`fedbone.federation.synthetic_messages`, so a missing or mistyped setting
+the readers of :mod:`fedbone.federation.study_messages`, so a missing or
+mistyped setting
 is a :class:`~fedbone.federation.study_messages.StudyMessageError` naming the
 key. The wire format (record names, config keys, values) is the one the server
 writes; nothing here changes it.
@@ -26,15 +26,13 @@ from fedbone.federation.study_messages import (
     dp_gan_from,
     dp_round_from,
     dp_statistics_from,
+    gan_settings_from,
     local_state_from,
     models_from,
     pairs_from,
     pooled_histograms_from,
-    train_spec_from,
-)
-from fedbone.federation.synthetic_messages import (
-    gan_settings_from,
     synthesis_settings_from,
+    train_spec_from,
 )
 from fedbone.site.requests import (
     ClassifierEvaluateRequest,

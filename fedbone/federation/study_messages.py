@@ -3,6 +3,8 @@
 The server puts the study's model and training settings into each message's
 ``config`` ConfigRecord (kebab-case keys) and the models into ``model-<name>``
 ArrayRecords; these functions turn them back into fedbone's typed objects.
+The generative sections (``gan``, ``synthesis``) travel as one checked block
+each: the section's settings as JSON, read back into the same dataclass.
 A site's FedBN normalisation layers live in its Flower ``context.state``, which
 never leaves the site.
 
@@ -14,8 +16,11 @@ value has the type the study protocol gives it, and raise
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import asdict, fields
+from typing import Any, TypeVar
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
@@ -25,6 +30,7 @@ from fedbone.classifier.local import TrainSpec
 from fedbone.classifier.rounds import DpRoundSpec
 from fedbone.classifier.sampling import Sampling
 from fedbone.config.privacy import DpPhaseSettings
+from fedbone.config.synthetic import GanSettings, SynthesisSettings
 from fedbone.errors import Problem, ProblemsError
 from fedbone.federation.kinds import MODEL_RECORD_PREFIX
 from fedbone.federation.records import arrays_to_record, record_to_arrays
@@ -33,7 +39,9 @@ from fedbone.validation.histograms import ScoreHistograms
 from fedbone.validation.private import DpStatisticsSpec
 
 __all__ = [
+    "GAN_SETTINGS",
     "POOLED_RECORD_PREFIX",
+    "SYNTHESIS_SETTINGS",
     "MetricValue",
     "StudyMessageError",
     "classifier_spec_from",
@@ -46,6 +54,7 @@ __all__ = [
     "dp_gan_from",
     "dp_round_from",
     "dp_statistics_from",
+    "gan_settings_from",
     "local_state_from",
     "local_state_to",
     "metric_floats",
@@ -54,6 +63,8 @@ __all__ = [
     "models_from",
     "pairs_from",
     "pooled_histograms_from",
+    "settings_json",
+    "synthesis_settings_from",
     "train_spec_from",
 ]
 
@@ -98,6 +109,15 @@ def _config_value(config: ConfigRecord, key: str, default: object) -> object:
 def config_int(config: ConfigRecord, key: str, default: int | None = None) -> int:
     """Return ``config[key]``, an integer (``default`` when absent).
 
+    Parameters
+    ----------
+    config
+        The request's ``config`` record.
+    key
+        The kebab-case setting, e.g. ``n-bootstrap``.
+    default
+        What an absent key means; ``None``: the key is required.
+
     Raises
     ------
     StudyMessageError
@@ -111,6 +131,15 @@ def config_int(config: ConfigRecord, key: str, default: int | None = None) -> in
 
 def config_float(config: ConfigRecord, key: str, default: float | None = None) -> float:
     """Return ``config[key]``, a number, as a float (``default`` when absent).
+
+    Parameters
+    ----------
+    config
+        The request's ``config`` record.
+    key
+        The kebab-case setting, e.g. ``n-bootstrap``.
+    default
+        What an absent key means; ``None``: the key is required.
 
     Raises
     ------
@@ -126,6 +155,15 @@ def config_float(config: ConfigRecord, key: str, default: float | None = None) -
 def config_str(config: ConfigRecord, key: str, default: str | None = None) -> str:
     """Return ``config[key]``, a string (``default`` when absent).
 
+    Parameters
+    ----------
+    config
+        The request's ``config`` record.
+    key
+        The kebab-case setting, e.g. ``n-bootstrap``.
+    default
+        What an absent key means; ``None``: the key is required.
+
     Raises
     ------
     StudyMessageError
@@ -139,6 +177,15 @@ def config_str(config: ConfigRecord, key: str, default: str | None = None) -> st
 
 def config_bool(config: ConfigRecord, key: str, default: bool | None = None) -> bool:
     """Return ``config[key]``, a boolean (``default`` when absent).
+
+    Parameters
+    ----------
+    config
+        The request's ``config`` record.
+    key
+        The kebab-case setting, e.g. ``n-bootstrap``.
+    default
+        What an absent key means; ``None``: the key is required.
 
     Raises
     ------
@@ -155,6 +202,15 @@ def config_strs(
     config: ConfigRecord, key: str, default: list[str] | None = None
 ) -> list[str]:
     """Return ``config[key]``, a list of strings (``default`` when absent).
+
+    Parameters
+    ----------
+    config
+        The request's ``config`` record.
+    key
+        The kebab-case setting, e.g. ``n-bootstrap``.
+    default
+        What an absent key means; ``None``: the key is required.
 
     Raises
     ------
@@ -332,3 +388,47 @@ def dp_gan_from(config: ConfigRecord) -> DpPhaseSettings | None:
         target_epsilon=target if target > 0 else None,
         max_grad_norm=config_float(config, "dp-gan-max-grad-norm", 1.0),
     )
+
+
+# Generative settings travel as one checked block each: the section as JSON.
+GAN_SETTINGS = "gan-settings"
+SYNTHESIS_SETTINGS = "synthesis-settings"
+
+_S = TypeVar("_S", GanSettings, SynthesisSettings)
+
+
+def settings_json(settings: GanSettings | SynthesisSettings) -> str:
+    """Serialise a settings block for a config record."""
+    return json.dumps(asdict(settings), sort_keys=True)
+
+
+def _settings_from(config: ConfigRecord, key: str, cls: type[_S]) -> _S:
+    raw: dict[str, Any] = json.loads(config_str(config, key))
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise StudyMessageError(
+            key,
+            [
+                Problem(
+                    "unknown-setting",
+                    f"{unknown} are not {cls.__name__} fields; check that the "
+                    "server and the sites run the same fedbone version",
+                    key,
+                )
+            ],
+        )
+    for name, value in raw.items():
+        if isinstance(value, list):
+            raw[name] = tuple(value)
+    return cls(**raw)
+
+
+def gan_settings_from(config: ConfigRecord) -> GanSettings:
+    """Read the ``gan-settings`` block."""
+    return _settings_from(config, GAN_SETTINGS, GanSettings)
+
+
+def synthesis_settings_from(config: ConfigRecord) -> SynthesisSettings:
+    """Read the ``synthesis-settings`` block."""
+    return _settings_from(config, SYNTHESIS_SETTINGS, SynthesisSettings)

@@ -84,7 +84,17 @@ class SyntheticPool:
     def add(
         self, images: np.ndarray, class_ids: np.ndarray, provenance: BatchProvenance
     ) -> PoolAddResult:
-        """Add one site's batch; return how many were new."""
+        """Add one site's batch; return how many were new.
+
+        Parameters
+        ----------
+        images
+            The batch's released images, ``(N, H, W)`` in [0, 1].
+        class_ids
+            Their class ids, ``(N,)``.
+        provenance
+            Where the batch came from (kept with every image added).
+        """
         images = wire_images(images)
         flat = images.reshape(len(images), -1).astype(np.float32)
         to_pool = self._nearest_pooled(flat)

@@ -50,7 +50,20 @@ def plot_pooled_roc(curves: Mapping[str, Any], path: Path) -> Path:
 def plot_rounds(
     rounds: Sequence[Mapping[str, Any]], metric: str, path: Path, *, model: str
 ) -> Path | None:
-    """Draw ``metric`` per round and site for one model; ``None`` if absent."""
+    """Draw ``metric`` per round and site for one model; ``None`` if absent.
+
+    Parameters
+    ----------
+    rounds
+        Per-round rows with ``model``, ``site``, ``round`` and metric keys
+        (``rounds.csv``).
+    metric
+        Metric key to plot, e.g. ``val-auc`` or ``train-loss``.
+    path
+        Output PNG; its folder is created if needed.
+    model
+        Model whose rows are drawn, e.g. ``federated``.
+    """
     rows = [r for r in rounds if r["model"] == model and metric in r]
     if not rows:
         return None

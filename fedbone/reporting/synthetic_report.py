@@ -282,6 +282,21 @@ def write_synthetic_sections(
 ) -> list[ReportSection]:
     """Write ``gan.csv``, ``audit.csv``, ``ratio_sweep.csv`` and figures.
 
+    Parameters
+    ----------
+    out_dir
+        Report folder the tables and figures are written to.
+    gan
+        ``run.results["gan"]``: ``mode`` and per-site ``metrics`` and
+        ``provenance``.
+    synthesis
+        ``run.results["synthesis"]``: per-site ``audits``, pool ``batches``,
+        ``pool-size`` and ``deliveries``.
+    umap
+        Site -> its released UMAP density record.
+    sweep
+        Ratio-sweep rows, see :func:`ratio_sweep_rows`.
+
     Returns
     -------
     list of ReportSection

@@ -31,6 +31,17 @@ def wait_for_nodes(
     The ServerApp can start before the nodes have registered (the simulation
     runtime registers them in another thread; hospitals connect when they
     connect), so asking once would find an empty or partial federation.
+
+    Parameters
+    ----------
+    grid
+        Flower's grid.
+    expected
+        How many sites the study expects.
+    timeout_s
+        How long to wait for them.
+    poll_s
+        Seconds between two looks at the connected nodes.
     """
     deadline = time.monotonic() + timeout_s
     nodes = list(grid.get_node_ids())

@@ -32,9 +32,16 @@ from fedbone.federation.records import (
     arrays_to_record,
     record_to_arrays,
 )
-from fedbone.federation.study_messages import metric_floats
-from fedbone.federation.synthetic_messages import GAN_SETTINGS, settings_json
+from fedbone.federation.study_messages import GAN_SETTINGS, metric_floats, settings_json
 from fedbone.generative.arrays import arrays_digest, trainer_arrays
+from fedbone.generative.gan_results import (
+    GanResults,
+    GanSelectionError,
+    SiteGanResult,
+    fd_by_site,
+    federated_gan_results,
+    select_generator_round,
+)
 from fedbone.generative.site_gan import gan_trainer_for
 from server.phases.train import recorder, train_config
 from server.study_grid import StudyGrid
@@ -68,29 +75,30 @@ def run_gan(run: StudyRun) -> None:
     if run.study.gan.mode == "federated":
         _run_federated_gan(run)
         return
-    settings = run.study.gan
     nodes = gan_nodes(run)
     config = train_config(run, PHASE_GAN, gan_extra(run))
     replies = run.query("gan_train", nodes, RecordDict({"config": config}))
-    results = {}
+    results = GanResults(mode=run.study.gan.mode)
     for reply in replies:
         site = run.site_of(reply.metadata.src_node_id)
-        metrics = metric_floats(reply.content.metric_records["metrics"])
-        provenance = {
-            key: str(value)
-            for key, value in reply.content.config_records["provenance"].items()
-        }
-        run.generators[site] = provenance
-        results[site] = {"metrics": metrics, "provenance": provenance}
+        result = SiteGanResult(
+            metrics=metric_floats(reply.content.metric_records["metrics"]),
+            provenance={
+                key: str(value)
+                for key, value in reply.content.config_records["provenance"].items()
+            },
+        )
+        run.generators[site] = result.provenance
+        results.sites[site] = result
         logger.info(
             "GAN at %s: best FD %.4g at step %d (checkpoint %s)",
             site,
-            metrics.get("best-fd", float("nan")),
-            int(metrics.get("best-step", -1)),
-            provenance.get("checkpoint-sha256", "?")[:12],
+            result.metrics.get("best-fd", float("nan")),
+            int(result.metrics.get("best-step", -1)),
+            result.provenance.get("checkpoint-sha256", "?")[:12],
         )
-    run.results["gan"] = {"mode": settings.mode, "sites": results}
-    run.write_json("gan.json", run.results["gan"])
+    run.gan_results = results
+    run.write_json("gan.json", results.to_json())
     if not run.generators:
         raise StudyError("phase gan: no site trained a GAN (see site-errors)")
 
@@ -114,24 +122,17 @@ def select_round(
 ) -> tuple[int, dict[int, float]]:
     """Return the round with the lowest mean relative FD, and every round's score.
 
-    Each site's FD is divided by its own mean over the rounds, so sites whose
-    feature encoders differ in scale count alike; a site missing a round (it
-    failed that evaluation) is left out of that round's mean.
+    See :func:`~fedbone.generative.gan_results.select_generator_round`.
+
+    Raises
+    ------
+    StudyError
+        When no site reported a finite FD in any round.
     """
-    scores: dict[int, list[float]] = {}
-    for by_round in per_site_fd.values():
-        finite = [v for v in by_round.values() if np.isfinite(v)]
-        if not finite or np.mean(finite) <= 0:
-            continue
-        scale = float(np.mean(finite))
-        for number, value in by_round.items():
-            if np.isfinite(value):
-                scores.setdefault(number, []).append(value / scale)
-    if not scores:
-        raise StudyError("federated GAN: no site reported a finite FD in any round")
-    means = {number: float(np.mean(values)) for number, values in scores.items()}
-    best = min(sorted(means), key=lambda number: means[number])
-    return best, means
+    try:
+        return select_generator_round(per_site_fd)
+    except GanSelectionError as error:
+        raise StudyError(str(error)) from error
 
 
 def _run_federated_gan(run: StudyRun) -> None:
@@ -174,36 +175,24 @@ def _run_federated_gan(run: StudyRun) -> None:
         evaluate_fn=keep_round,
     )
     _record_rejections(run, grid)
-    per_site = _per_site_fd(run)
+    per_site = fd_by_site(run.rounds, FEDERATED_GAN)
     best, scores = select_round(per_site)
-    arrays = dict(np.load(rounds_dir / f"round-{best}.npz", allow_pickle=False))
+    generator_file = rounds_dir / f"round-{best}.npz"
+    arrays = dict(np.load(generator_file, allow_pickle=False))
     digest = arrays_digest(arrays)
     run.federated_generator = (best, arrays)
-    provenance = {"checkpoint-sha256": digest, "round": str(best)}
-    sites: dict[str, Any] = {}
-    per_round = max(1, settings.steps // settings.rounds)
-    for node in nodes:
-        site = run.site_of(node)
-        run.generators[site] = dict(provenance)
-        fd = per_site.get(site, {})
-        sites[site] = {
-            "metrics": {
-                "best-fd": fd.get(best, float("nan")),
-                "best-step": float(best * per_round),
-                **{f"fd-step-{r * per_round}": v for r, v in sorted(fd.items())},
-            },
-            "provenance": dict(provenance),
-        }
-    run.results["gan"] = {
-        "mode": "federated",
-        "rounds": settings.rounds,
-        "selected-round": best,
-        "relative-fd-by-round": {str(r): v for r, v in sorted(scores.items())},
-        "generator-sha256": digest,
-        "generator-file": str(rounds_dir / f"round-{best}.npz"),
-        "sites": sites,
-    }
-    run.write_json("gan.json", run.results["gan"])
+    results = federated_gan_results(
+        [run.site_of(node) for node in nodes],
+        per_site,
+        (best, scores),
+        rounds=settings.rounds,
+        steps=settings.steps,
+        generator=(digest, str(generator_file)),
+    )
+    for site, result in results.sites.items():
+        run.generators[site] = dict(result.provenance)
+    run.gan_results = results
+    run.write_json("gan.json", results.to_json())
     run.write_json("rounds.json", run.rounds)
     logger.info(
         "federated GAN: round %d selected (mean relative FD %.3f), generator %s",
@@ -211,15 +200,6 @@ def _run_federated_gan(run: StudyRun) -> None:
         scores[best],
         digest[:12],
     )
-
-
-def _per_site_fd(run: StudyRun) -> dict[str, dict[int, float]]:
-    per_site: dict[str, dict[int, float]] = {}
-    for entry in run.rounds:
-        if entry["model"] == FEDERATED_GAN and entry["kind"] == "evaluate":
-            fd = float(entry.get("fd", float("nan")))
-            per_site.setdefault(entry["site"], {})[int(entry["round"])] = fd
-    return per_site
 
 
 def _record_rejections(run: StudyRun, grid: StudyGrid) -> None:

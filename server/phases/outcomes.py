@@ -21,8 +21,7 @@ checks, which would be exact releases, are not run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,20 +38,13 @@ from fedbone.federation.outcome_messages import (
 from fedbone.federation.records import arrays_to_record
 from fedbone.federation.study_messages import metric_floats
 from fedbone.outcomes.cohort import COX_MODELS
-from fedbone.outcomes.kaplan_meier import FederatedKaplanMeier, FederatedLogRank
-from fedbone.outcomes.meta_analysis import SiteCoxFit, meta_analyze_sites
-from fedbone.outcomes.release import INCLUDED
-from fedbone.outcomes.stratified_cox import CoxDerivatives, FederatedCoxPH
-from fedbone.outcomes.summary import (
-    cox_summary,
-    group_summary,
-    km_summary,
-    logrank_summary,
-    meta_rows,
-    ph_rows,
-    site_fit_rows,
+from fedbone.outcomes.endpoint_analysis import (
+    EndpointReleases,
+    analyse_endpoint,
+    record_site_status,
 )
-from fedbone.outcomes.survival_grid import SiteSurvivalCounts
+from fedbone.outcomes.stratified_cox import CoxDerivatives, FederatedCoxPH
+from fedbone.outcomes.summary import cox_summary, ph_rows
 from fedbone.validation.errors import EvaluationError
 from server.phases.validate import record_statistics_spending
 from server.study_run import StudyError, StudyRun
@@ -60,16 +52,6 @@ from server.study_run import StudyError, StudyRun
 __all__ = ["run_outcomes"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _SiteReplies:
-    """What the sites sent for one endpoint, by site id."""
-
-    counts: dict[str, SiteSurvivalCounts] = field(default_factory=dict)
-    fits: dict[str, dict[str, SiteCoxFit]] = field(default_factory=dict)
-    ph: list[dict[str, Any]] = field(default_factory=list)
-    strata: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _request(run: StudyRun, endpoints: Sequence[str]) -> RecordDict:
@@ -91,9 +73,9 @@ def _request(run: StudyRun, endpoints: Sequence[str]) -> RecordDict:
 
 def _collect(
     run: StudyRun, replies: list[Message], endpoints: Sequence[str], noisy: bool
-) -> tuple[dict[str, _SiteReplies], list[dict[str, Any]]]:
+) -> tuple[dict[str, EndpointReleases], list[dict[str, Any]]]:
     """Sort every reply's records by endpoint; list every site's status."""
-    by_endpoint = {endpoint: _SiteReplies() for endpoint in endpoints}
+    by_endpoint = {endpoint: EndpointReleases() for endpoint in endpoints}
     status_rows = []
     prefix = "noisy-survival-" if noisy else "survival-"
     for reply in sorted(replies, key=lambda r: run.site_of(r.metadata.src_node_id)):
@@ -101,17 +83,7 @@ def _collect(
         site = run.site_of(node)
         content = reply.content
         status = content.config_records.get(OUTCOME_STATUS_RECORD, ConfigRecord())
-        for key, value in sorted(status.items()):
-            endpoint = next((e for e in endpoints if key.startswith(f"{e}-")), None)
-            if endpoint is None:
-                continue
-            part = key.removeprefix(f"{endpoint}-")
-            status_rows.append(
-                {"site": site, "endpoint": endpoint, "part": part, "status": value}
-            )
-            if part.endswith("-stratum") and value == INCLUDED:
-                model = part.removesuffix("-stratum")
-                by_endpoint[endpoint].strata.setdefault(model, []).append(node)
+        status_rows += record_site_status(by_endpoint, site, node, status)
         records = content.metric_records
         for endpoint, found in by_endpoint.items():
             if f"{prefix}{endpoint}" in records:
@@ -185,61 +157,15 @@ def _federated_cox(
     return summary
 
 
-def _analyse(
-    run: StudyRun, endpoint: str, found: _SiteReplies, noisy: bool
-) -> dict[str, Any]:
-    """Everything the study reports for one endpoint (errors listed, not raised)."""
-    result: dict[str, Any] = {"sites": sorted(found.counts), "errors": []}
-    counts = [found.counts[site] for site in sorted(found.counts)]
+def _cox_fitter(
+    run: StudyRun, endpoint: str
+) -> Callable[[str, list[int]], dict[str, Any]]:
+    """``(Cox model, strata nodes) -> summary``, the strata in site order."""
 
-    def attempt(analysis: str, compute: Any) -> None:
-        try:
-            compute()
-        except (EvaluationError, StudyError) as error:
-            logger.warning("outcomes %s %s: %s", endpoint, analysis, error)
-            result["errors"].append({"analysis": analysis, "reason": str(error)})
+    def fit(model: str, nodes: list[int]) -> dict[str, Any]:
+        return _federated_cox(run, endpoint, model, sorted(nodes, key=run.site_of))
 
-    if counts:
-        result["groups"] = group_summary(counts)
-        attempt(
-            "kaplan-meier",
-            lambda: result.update(km=km_summary(FederatedKaplanMeier().fit(counts))),
-        )
-        for key, stratified in (("logrank", False), ("logrank-stratified", True)):
-            attempt(
-                key,
-                lambda key=key, stratified=stratified: result.update(
-                    {key: logrank_summary(FederatedLogRank(stratified).fit(counts))}
-                ),
-            )
-    else:
-        result["errors"].append(
-            {"analysis": "kaplan-meier", "reason": "no site released counts"}
-        )
-    if noisy:
-        return result
-    result["cox"], result["meta"], result["site-fits"] = {}, {}, []
-    for model in COX_MODELS:
-        nodes = sorted(found.strata.get(model, []), key=run.site_of)
-        if nodes:
-            attempt(
-                f"cox-{model}",
-                lambda m=model, n=nodes: result["cox"].__setitem__(
-                    m, _federated_cox(run, endpoint, m, n)
-                ),
-            )
-        fits = found.fits.get(model, {})
-        for site, fit in sorted(fits.items()):
-            result["site-fits"] += site_fit_rows(site, model, fit)
-        if fits:
-            attempt(
-                f"meta-{model}",
-                lambda f=fits, m=model: result["meta"].__setitem__(
-                    m, meta_rows(meta_analyze_sites([f[s] for s in sorted(f)]))
-                ),
-            )
-    result["ph-checks"] = found.ph
-    return result
+    return fit
 
 
 def run_outcomes(run: StudyRun) -> None:
@@ -265,10 +191,16 @@ def run_outcomes(run: StudyRun) -> None:
         "endpoints": {},
     }
     for endpoint, found in by_endpoint.items():
-        if not (found.counts or found.strata or found.fits):
+        if not found.usable:
             logger.info("outcomes %s: no site has usable follow-up", endpoint)
             continue
-        results["endpoints"][endpoint] = _analyse(run, endpoint, found, noisy)
+        results["endpoints"][endpoint] = analyse_endpoint(
+            endpoint,
+            found,
+            exact=not noisy,
+            fit_cox=_cox_fitter(run, endpoint),
+            recoverable=(EvaluationError, StudyError),
+        )
     if noisy:
         record_statistics_spending(run, run.results.pop("outcome-spending", {}))
     run.results["outcomes"] = results

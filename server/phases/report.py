@@ -14,6 +14,7 @@ from fedbone.reporting import (
     study_ratio_sweep,
     write_study_report,
 )
+from fedbone.validation.study_results import ValidationResults
 from server.study_run import StudyRun
 
 __all__ = ["build_report", "run_report"]
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 def build_report(run: StudyRun) -> StudyReport:
     """Collect what the earlier phases left in ``run`` as plain report data."""
-    validation = run.results.get("validation", {})
+    validation = run.validation_results or ValidationResults()
     return StudyReport(
         title=f"fedbone study {run.run_dir.name}",
         config=run.study.to_json() | {"task": run.study.task},
@@ -32,19 +33,19 @@ def build_report(run: StudyRun) -> StudyReport:
             for s in sorted(run.sites.values(), key=lambda s: s.site_id)
         ],
         rounds=run.rounds,
-        per_site=validation.get("per_site", []),
-        pooled=validation.get("pooled", {}),
-        site_pairs=validation.get("site_pairs", []),
-        pooled_pairs=validation.get("pooled_pairs", []),
+        per_site=validation.per_site,
+        pooled=validation.pooled,
+        site_pairs=validation.site_pairs,
+        pooled_pairs=validation.pooled_pairs,
         rejected=run.results.get("rejected-updates", []),
         site_errors=run.results.get("site-errors", []),
         privacy=run.results.get("privacy", {}),
         budget_refusals=run.results.get("budget-refusals", []),
         timings=dict(run.timings),
-        pooled_external=validation.get("pooled_external", {}),
-        pooled_pairs_external=validation.get("pooled_pairs_external", []),
-        gan=run.results.get("gan", {}),
-        synthesis=run.results.get("synthesis", {}),
+        pooled_external=validation.pooled_external,
+        pooled_pairs_external=validation.pooled_pairs_external,
+        gan=run.gan_results.to_json() if run.gan_results else {},
+        synthesis=run.synthesis_results.to_json() if run.synthesis_results else {},
         umap=run.results.get("umap", {}),
         synthetic_models=run.study.synthetic_training.model_names(),
         outcomes=run.results.get("outcomes", {}),

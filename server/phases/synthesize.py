@@ -20,15 +20,20 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from fedbone.federation.kinds import PHASE_SYNTHESIZE, SYNTHETIC_RECORD
 from fedbone.federation.records import arrays_to_record
-from fedbone.federation.study_messages import metric_ints
-from fedbone.federation.synthetic_messages import (
+from fedbone.federation.study_messages import (
     GAN_SETTINGS,
     SYNTHESIS_SETTINGS,
+    metric_ints,
     settings_json,
 )
 from fedbone.generative.arrays import arrays_digest
-from fedbone.generative.pool import BatchProvenance, SyntheticPool
-from server.phases.cross_audit import SiteBatch, cross_audit
+from fedbone.generative.pool import SyntheticPool
+from fedbone.generative.pool_assembly import (
+    ReleasedBatch,
+    SynthesisResults,
+    assemble_pool,
+)
+from server.phases.cross_audit import cross_audit
 from server.study_run import StudyError, StudyRun
 
 __all__ = ["recipient_nodes", "run_synthesize"]
@@ -66,52 +71,23 @@ def run_synthesize(run: StudyRun) -> None:
     replies = run.query("synthesize", nodes, _synthesize_request(run, config))
     releases = [_release_of(run, reply) for reply in replies]
     cross = cross_audit(run, nodes, releases) if run.federated_generator else None
-    pool = SyntheticPool()
-    audits: dict[str, Any] = {}
-    spacing = float("nan")
-    for release in releases:
-        site, provenance, audit = release.site, release.provenance, release.audit
-        spacing = float(str(provenance.get("spacing-mm", "nan")))
-        images, class_ids = release.images, release.class_ids
-        checkpoint = str(provenance["checkpoint-sha256"])
-        if cross is not None:
-            keep = cross.keep[site]
-            audit["n-blocked-cross-audit"] = int((~keep).sum())
-            images, class_ids = images[keep], class_ids[keep]
-            # The federated generator's own digest, the same at every site.
-            checkpoint = run.generators[site]["checkpoint-sha256"]
-        if len(images):
-            pool.add(
-                images,
-                class_ids,
-                BatchProvenance(
-                    site=site,
-                    round=int(run.generators[site].get("round", "0")),
-                    checkpoint_sha256=checkpoint,
-                    audit=audit,
-                ),
-            )
-        audits[site] = audit
-        logger.info(
-            "%s released %d of %d synthetic images (blocked %s, membership AUC %s)",
-            site,
-            len(images),
-            int(audit.get("n-generated", -1)),
-            audit.get("n-blocked"),
-            audit.get("membership-auc"),
-        )
-    run.results["synthesis"] = {"audits": audits, "pool-size": len(pool)}
+    assembly = assemble_pool(
+        releases, run.generators, cross.keep if cross is not None else None
+    )
+    pool = assembly.pool
+    results = SynthesisResults(audits=assembly.audits, pool_size=len(pool))
     if cross is not None:
-        run.results["synthesis"]["cross-audits"] = cross.audits
+        results.cross_audits = cross.audits
+    run.synthesis_results = results
     if not len(pool):
-        run.write_json("synthesis.json", run.results["synthesis"])
+        run.write_json("synthesis.json", results.to_json())
         raise StudyError("phase synthesize: no site released any synthetic image")
-    pool.save(run.run_dir / "synthetic", spacing_mm=spacing)
+    pool.save(run.run_dir / "synthetic", spacing_mm=assembly.spacing_mm)
     run.pool = pool
-    run.results["synthesis"]["batches"] = pool.batches
-    run.results["synthesis"]["pool-sha256"] = pool.digest()
-    run.results["synthesis"]["deliveries"] = _redistribute(run, pool)
-    run.write_json("synthesis.json", run.results["synthesis"])
+    results.batches = pool.batches
+    results.pool_sha256 = pool.digest()
+    results.deliveries = _redistribute(run, pool)
+    run.write_json("synthesis.json", results.to_json())
     _umap(run, nodes)
 
 
@@ -126,9 +102,9 @@ def _synthesize_request(run: StudyRun, config: ConfigRecord) -> RecordDict:
     return RecordDict({"config": config, "generator": arrays_to_record(arrays)})
 
 
-def _release_of(run: StudyRun, reply: Message) -> SiteBatch:
+def _release_of(run: StudyRun, reply: Message) -> ReleasedBatch:
     record = reply.content.array_records[SYNTHETIC_RECORD]
-    return SiteBatch(
+    return ReleasedBatch(
         site=run.site_of(reply.metadata.src_node_id),
         images=record["images"].numpy(),
         class_ids=record["class-ids"].numpy(),

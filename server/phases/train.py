@@ -27,6 +27,7 @@ from fedbone.federation.records import (
 from fedbone.federation.study_messages import metric_floats
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.models.parameters import state_to_arrays
+from fedbone.privacy.study_privacy import privacy_by_site
 from server.checkpoint import save_checkpoint
 from server.strategies import build_strategy
 from server.study_grid import StudyGrid
@@ -62,7 +63,17 @@ def initial_arrays(run: StudyRun) -> dict[str, np.ndarray]:
 def train_config(
     run: StudyRun, phase: str = "train", extra: Mapping[str, Any] | None = None
 ) -> ConfigRecord:
-    """Return the config record of local classifier training (plus ``extra``)."""
+    """Return the config record of local classifier training (plus ``extra``).
+
+    Parameters
+    ----------
+    run
+        The study run.
+    phase
+        The phase the messages belong to (DP-SGD settings go to ``train`` only).
+    extra
+        Further settings (model name, round offset, synthetic mix...).
+    """
     t = run.study.training
     dp = run.study.dp.classifier
     private = dp.to_config() if dp is not None and phase == "train" else {}
@@ -89,7 +100,14 @@ def recorder(
 ) -> Callable[[list[Message]], None]:
     """Return a grid callback appending each reply's metrics to ``run.rounds``.
 
-    ``rounds_done``: rounds completed before a restart (numbering goes on).
+    Parameters
+    ----------
+    run
+        The study run.
+    model_name
+        The model the replies train or evaluate.
+    rounds_done
+        Rounds completed before a restart (numbering goes on).
     """
     rounds = {"train": rounds_done, "evaluate": rounds_done}
 
@@ -242,23 +260,6 @@ def run_train(run: StudyRun) -> None:
     if run.study.dp.enabled:
         run.results["privacy"] = privacy_by_site(run.rounds)
         run.write_json("privacy.json", run.results["privacy"])
-
-
-def privacy_by_site(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Return each site's cumulative DP-SGD (ε, δ) as its last reply reported.
-
-    The site's ledger composes every DP-SGD release it made (all models, all
-    rounds), so the latest ``dp-epsilon`` a site sent is its total.
-    """
-    spent: dict[str, dict[str, float]] = {}
-    for entry in rounds:
-        if "dp-epsilon" in entry:
-            spent[entry["site"]] = {
-                "epsilon": float(entry["dp-epsilon"]),
-                "delta": float(entry.get("dp-delta", float("nan"))),
-                "noise-multiplier": float(entry.get("dp-noise-multiplier", 0.0)),
-            }
-    return spent
 
 
 def _apply_budget_policy(run: StudyRun) -> None:

@@ -17,19 +17,26 @@ are not run.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedbone.federation.records import arrays_to_record
 from fedbone.federation.study_messages import metric_floats
-from fedbone.validation.histograms import pool_histograms
+from fedbone.privacy.study_privacy import add_statistics_spending
 from fedbone.validation.pooled_roc import (
     PairedComponentSums,
+    PooledROC,
     ScoreHistograms,
-    pooled_paired_test,
-    pooled_roc,
+)
+from fedbone.validation.study_results import (
+    SiteValidation,
+    ValidationResults,
+    comparison_pairs,
+    pooled_comparisons,
+    pooled_histograms,
+    pooled_rocs,
+    site_tables,
 )
 from server.study_run import StudyRun
 
@@ -37,23 +44,8 @@ __all__ = ["comparison_pairs", "record_statistics_spending", "run_validate"]
 
 logger = logging.getLogger(__name__)
 
-
-def comparison_pairs(model_names: list[str]) -> list[tuple[str, str]]:
-    """Return the paired comparisons the study reports.
-
-    ``(federated, baseline)`` for every baseline that was trained, and
-    ``(local-<site>-syn<r>, local-<site>)`` for every model trained with
-    synthetic images against the same site trained on its real scans alone.
-    """
-    pairs = []
-    if "federated" in model_names:
-        pairs += [("federated", name) for name in model_names if name != "federated"]
-    for name in model_names:
-        if name.startswith("local-") and "-syn" in name:
-            base = name[: name.rindex("-syn")]
-            if base in model_names:
-                pairs.append((name, base))
-    return pairs
+#: Census role of sites that only validate (external validation).
+VALIDATE_ONLY = "validate-only"
 
 
 def _validate_config(run: StudyRun, pairs: list[tuple[str, str]]) -> ConfigRecord:
@@ -77,29 +69,36 @@ def _histograms(record: Any) -> ScoreHistograms:
     )
 
 
-def _private_site_row(
-    site: str, name: str, histograms: ScoreHistograms, threshold: float
-) -> dict[str, Any]:
-    """Per-site figures from a site's noisy histograms (post-processing)."""
-    roc = pooled_roc([histograms], threshold=threshold)
-    return {
-        "site": site,
-        "model": name,
-        "n": roc.n_positive + roc.n_negative,
-        "n-pos": roc.n_positive,
-        "n-neg": roc.n_negative,
-        "auc": roc.auc,
-        "auc-low": roc.auc_ci.low,
-        "auc-high": roc.auc_ci.high,
-        # Intervals for these would need exact counts; the noisy ones give
-        # the point values only.
-        "sensitivity": roc.sensitivity_at,
-        "sensitivity-low": math.nan,
-        "sensitivity-high": math.nan,
-        "specificity": roc.specificity_at,
-        "specificity-low": math.nan,
-        "specificity-high": math.nan,
-    }
+def _site_validation(
+    run: StudyRun,
+    reply: Message,
+    names: list[str],
+    pairs: list[tuple[str, str]],
+) -> SiteValidation:
+    """Unpack one site's validation reply into plain values."""
+    node = reply.metadata.src_node_id
+    records = reply.content.metric_records
+    external = run.sites[node].role == VALIDATE_ONLY
+    if run.study.dp.statistics is not None:
+        return SiteValidation(
+            site=run.site_of(node),
+            external=external,
+            histograms={
+                name: _histograms(records[f"noisy-histograms-{name}"]) for name in names
+            },
+            spending=metric_floats(records["privacy"]),
+        )
+    return SiteValidation(
+        site=run.site_of(node),
+        external=external,
+        histograms={name: _histograms(records[f"histograms-{name}"]) for name in names},
+        metrics={name: metric_floats(records[f"metrics-{name}"]) for name in names},
+        paired={
+            (a, b): metric_floats(records[f"paired-{a}-vs-{b}"])
+            for a, b in pairs
+            if f"paired-{a}-vs-{b}" in records
+        },
+    )
 
 
 def run_validate(run: StudyRun) -> None:
@@ -112,63 +111,52 @@ def run_validate(run: StudyRun) -> None:
     replies = run.query("validate", run.all_nodes, content)
 
     private = run.study.dp.statistics is not None
-    per_site: list[dict[str, Any]] = []
-    by_node: dict[int, dict[str, ScoreHistograms]] = {}
-    site_pairs: list[dict[str, Any]] = []
-    spent: dict[str, dict[str, float]] = {}
-    for reply in replies:
-        site = run.site_of(reply.metadata.src_node_id)
-        records = reply.content.metric_records
-        node_histograms = by_node.setdefault(reply.metadata.src_node_id, {})
-        if private:
-            spent[site] = metric_floats(records["privacy"])
-            for name in names:
-                node_histograms[name] = _histograms(records[f"noisy-histograms-{name}"])
-                per_site.append(
-                    _private_site_row(
-                        site,
-                        name,
-                        node_histograms[name],
-                        run.study.validation.threshold,
-                    )
-                )
-            continue
-        for name in names:
-            row: dict[str, Any] = {"site": site, "model": name}
-            row.update(metric_floats(records[f"metrics-{name}"]))
-            per_site.append(row)
-            node_histograms[name] = _histograms(records[f"histograms-{name}"])
-        for a, b in pairs:
-            key = f"paired-{a}-vs-{b}"
-            if key in records:
-                pair_row: dict[str, Any] = {"site": site, "model_a": a, "model_b": b}
-                pair_row.update(metric_floats(records[key]))
-                site_pairs.append(pair_row)
-
-    answered = sorted(by_node)
-    external = [n for n in answered if run.sites[n].role == "validate-only"]
-    scopes = {"pooled": answered, "external": external}
-    results: dict[str, Any] = {"per_site": per_site, "site_pairs": site_pairs}
+    by_node = {
+        reply.metadata.src_node_id: _site_validation(run, reply, names, pairs)
+        for reply in replies
+    }
+    per_site, site_pairs = site_tables(
+        list(by_node.values()),
+        names,
+        pairs,
+        private_threshold=run.study.validation.threshold if private else None,
+    )
+    results = ValidationResults(per_site=per_site, site_pairs=site_pairs)
     if private:
         logger.info(
             "validation released noisy histograms only (dp.statistics); paired "
             "DeLong tests are not run under DP statistics"
         )
-        results["dp_statistics"] = spent
+        spent = {s.site: s.spending or {} for s in by_node.values()}
+        results.dp_statistics = spent
         record_statistics_spending(run, spent)
-    for scope, nodes in scopes.items():
-        if not nodes:
-            continue
-        histograms = {name: [by_node[n][name] for n in nodes] for name in names}
-        suffix = "" if scope == "pooled" else f"_{scope}"
-        results[f"pooled{suffix}"] = {
-            name: pooled_roc(histograms[name]) for name in names
-        }
-        results[f"pooled_pairs{suffix}"] = (
-            [] if private else _pooled_comparisons(run, pairs, histograms, nodes)
+    answered = sorted(by_node)
+    external = [n for n in answered if by_node[n].external]
+    if answered:
+        results.pooled, results.pooled_pairs = _pool(
+            run, "pooled", pairs, by_node, answered
         )
-        _log_pooled(scope, results[f"pooled{suffix}"])
-    run.results["validation"] = results
+    if external:
+        results.pooled_external, results.pooled_pairs_external = _pool(
+            run, "external", pairs, by_node, external
+        )
+    run.validation_results = results
+
+
+def _pool(
+    run: StudyRun,
+    scope: str,
+    pairs: list[tuple[str, str]],
+    by_node: dict[int, SiteValidation],
+    nodes: list[int],
+) -> tuple[dict[str, PooledROC], list[dict[str, Any]]]:
+    """Pooled ROCs and paired tests over ``nodes`` (no paired tests under DP)."""
+    sites = [by_node[n] for n in nodes]
+    pooled = pooled_rocs(sites, list(run.models))
+    _log_pooled(scope, pooled)
+    if run.study.dp.statistics is not None:
+        return pooled, []
+    return pooled, _pooled_comparisons(run, pairs, sites, nodes)
 
 
 def record_statistics_spending(
@@ -180,17 +168,11 @@ def record_statistics_spending(
     statistics (validation, outcomes); its ledger total is the latest.
     """
     privacy = run.results.setdefault("privacy", {})
-    for site, values in spent.items():
-        row = privacy.setdefault(site, {})
-        row["statistics-epsilon"] = (
-            row.get("statistics-epsilon", 0.0) + values["statistics-epsilon"]
-        )
-        row["epsilon-total"] = values["epsilon-spent"]
-        row["delta-total"] = values["delta-spent"]
+    add_statistics_spending(privacy, spent)
     run.write_json("privacy.json", privacy)
 
 
-def _log_pooled(scope: str, pooled: dict[str, Any]) -> None:
+def _log_pooled(scope: str, pooled: dict[str, PooledROC]) -> None:
     for name, roc in pooled.items():
         logger.info(
             "%s %s: AUC %.3f (95%% CI %.3f-%.3f) over %d+ / %d- scans",
@@ -207,7 +189,7 @@ def _log_pooled(scope: str, pooled: dict[str, Any]) -> None:
 def _pooled_comparisons(
     run: StudyRun,
     pairs: list[tuple[str, str]],
-    histograms: dict[str, list[ScoreHistograms]],
+    sites: list[SiteValidation],
     nodes: list[int],
 ) -> list[dict[str, Any]]:
     """Pooled paired DeLong tests from the sites that gave the histograms.
@@ -217,9 +199,10 @@ def _pooled_comparisons(
     """
     if not pairs:
         return []
-    pooled_hist = {name: pool_histograms(h) for name, h in histograms.items() if h}
+    compared = {n for pair in pairs for n in pair}
+    pooled_hist = pooled_histograms(sites, compared)
     content = RecordDict({"config": _validate_config(run, pairs)})
-    for name in {n for pair in pairs for n in pair}:
+    for name in compared:
         content[f"model-{name}"] = arrays_to_record(run.models[name])
         as_dict = pooled_hist[name].to_dict()
         content[f"pooled-{name}"] = MetricRecord(
@@ -232,21 +215,22 @@ def _pooled_comparisons(
             "histograms returned its component sums"
         )
         return []
-    results = []
-    for a, b in pairs:
-        sums = [
+    sums = {
+        (a, b): [
             PairedComponentSums.from_dict(
                 dict(reply.content.metric_records[f"components-{a}-vs-{b}"])
             )
             for reply in replies
         ]
-        test = pooled_paired_test(sums, pooled_hist[a], pooled_hist[b])
-        results.append({"model_a": a, "model_b": b, "test": test})
+        for a, b in pairs
+    }
+    results = pooled_comparisons(pairs, sums, pooled_hist)
+    for row in results:
         logger.info(
             "pooled DeLong %s vs %s: AUC difference %.3f, p = %.3g",
-            a,
-            b,
-            test.difference,
-            test.p_value,
+            row["model_a"],
+            row["model_b"],
+            row["test"].difference,
+            row["test"].p_value,
         )
     return results

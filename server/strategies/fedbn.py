@@ -25,13 +25,26 @@ class FedBN(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Mark the round as FedBN, then configure it as FedAvg does."""
+        """Mark the round as FedBN, then configure it as FedAvg does.
+
+        Parameters
+        ----------
+        server_round, arrays, config, grid
+            As :meth:`flwr.serverapp.strategy.FedAvg.configure_train` takes them.
+        """
         config["fedbn"] = True
         return super().configure_train(server_round, arrays, config, grid)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Evaluate each site with its own normalisation layers too."""
+        """Evaluate each site with its own normalisation layers too.
+
+        Parameters
+        ----------
+        server_round, arrays, config, grid
+            As :meth:`flwr.serverapp.strategy.FedAvg.configure_evaluate` takes
+            them.
+        """
         config["fedbn"] = True
         return super().configure_evaluate(server_round, arrays, config, grid)
