@@ -50,8 +50,11 @@ from fedbone.federation.requests import (
 from fedbone.federation.site_context import guard_and_log_for, site_for
 from fedbone.federation.study_messages import local_state_to, metric_record
 from fedbone.site import OutcomesResult, StatisticsSpend, ValidationResult
+from fedbone.site.progress_log import show_site_progress
 
 __all__ = ["app"]
+
+show_site_progress()
 
 
 def _work_dir(message: Message, context: Context) -> Path:

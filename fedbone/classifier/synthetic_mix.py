@@ -309,8 +309,36 @@ def _draw_class(
     return np.concatenate([pool, extra]), True
 
 
+def _missing_from_pool(label: int, needed: int, task: str | None) -> Problem:
+    """Return the problem of a pool lacking a task label the mix needs."""
+    which = "positive" if label else "negative"
+    if task in _TASKS:
+        classes = [
+            c for c in range(_N_CLASSES) if (c // 2 if task == "bm" else c % 2) == label
+        ]
+        names = " and ".join(str(c) for c in classes)
+        which += f" ({task} = {label}, conditioning classes {names})"
+        shortfall = " / ".join(f"n-shortfall-class-{c}" for c in classes)
+    else:
+        shortfall = "n-shortfall-class-<c>"
+    return Problem(
+        "class-missing-from-pool",
+        f"the mix needs {needed} {which} synthetic images but the pool has none: "
+        "no generator site released that class. Their synthesis summaries "
+        f"(synthesis.json: {shortfall}, curation-agreement-class-<c>, "
+        "curation-val-auc) say whether curation or the audit rejected it; "
+        "raise synthesis.max_attempts, retrain the generator or the curation "
+        "classifier, or train without synthetic images",
+        "synthetic_labels",
+    )
+
+
 def choose_synthetic(
-    real_labels: np.ndarray, synthetic_labels: np.ndarray, spec: MixSpec
+    real_labels: np.ndarray,
+    synthetic_labels: np.ndarray,
+    spec: MixSpec,
+    *,
+    task: str | None = None,
 ) -> MixChoice:
     """Pick synthetic images for a real:synthetic mix that keeps class prevalence.
 
@@ -323,6 +351,9 @@ def choose_synthetic(
     spec
         Ratio (``round(ratio * n_real)`` images) or synthetic-only
         (``n_real`` images); positives are ``round(n * real prevalence)``.
+    task
+        ``bm`` or ``ca``, the task of the labels: lets the error of a pool
+        without a needed label name its conditioning classes.
 
     Returns
     -------
@@ -335,7 +366,9 @@ def choose_synthetic(
     ------
     TrainingError
         When labels are not 0/1, there is no real scan to size the mix on, or
-        the pool has no image of a class the mix needs.
+        the pool has no image at all of a label the mix needs
+        (``class-missing-from-pool``); a pool with too few is drawn with
+        replacement instead.
     """
     real = np.asarray(real_labels)
     synthetic = np.asarray(synthetic_labels)
@@ -363,13 +396,7 @@ def choose_synthetic(
     needed[0] = n_synthetic - needed[1]
     pools = {label: np.flatnonzero(synthetic == label) for label in (0, 1)}
     missing = [
-        Problem(
-            "class-missing-from-pool",
-            f"the mix needs {needed[label]} {'positive' if label else 'negative'} "
-            "synthetic images but the pool has none; generate that class or "
-            "lower the ratio",
-            "synthetic_labels",
-        )
+        _missing_from_pool(label, needed[label], task)
         for label in (0, 1)
         if needed[label] > 0 and len(pools[label]) == 0
     ]
@@ -546,7 +573,7 @@ def mixed_training_cache(
     """
     synthetic_labels = synthetic.labels(task)
     _, real_labels = labelled_rows(cache, task, "train")
-    choice = choose_synthetic(real_labels, synthetic_labels, spec)
+    choice = choose_synthetic(real_labels, synthetic_labels, spec, task=task)
     logger.info(
         "%s mix: %d real + %d synthetic (%d positive)%s",
         task,

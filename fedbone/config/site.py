@@ -132,6 +132,12 @@ class AuditThresholds:
         Feature distances are minimised over shifts of the synthetic image by
         even offsets up to this many pixels along each axis (4: 25 shifts,
         8 mm at 2 mm pixels); 0 compares unshifted images only.
+    unrealistic_quantile
+        Quantile of the different-patient nearest-neighbour distances above
+        which a synthetic image is flagged "unrealistic" (farther from every
+        training scan than almost any real scan is from another patient's).
+        A flag for the report, never a reason to block: 0.99 flags images
+        beyond 99% of the real-vs-real distances.
     """
 
     real_quantile: float = number(0.01, 0.0, 0.5)
@@ -139,6 +145,7 @@ class AuditThresholds:
     top_k: int = whole(5, 1, 100)
     feature_space: bool = flag(True)
     shift_px: int = whole(4, 0, 32)
+    unrealistic_quantile: float = number(0.99, 0.5, 1.0)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ Three optional top-level sections of the study YAML::
       n_per_class: 100
       classes: [0, 1, 2, 3]     # 2*bm + ca
       truncation: 1.0
+      max_attempts: 8           # batches per class until n_per_class pass
+                                # curation and audit (a shortfall is reported)
       recipients: []            # sites receiving the pool (default: train sites)
     synthetic_training:         # used by phase `train`
       sites: [B]                # a `local-<site>-syn<r>` model per ratio
@@ -94,11 +96,29 @@ class GanSettings:
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    """What each generator site makes, curates and audits (phase ``synthesize``)."""
+    """What each generator site makes, curates and audits (phase ``synthesize``).
+
+    Parameters
+    ----------
+    n_per_class
+        Released images wanted per class: generated in batches until this many
+        pass curation and the audit.
+    classes
+        Conditioning classes ``2 * bm + ca`` to generate.
+    truncation
+        Truncation of the generator's style (1: none).
+    max_attempts
+        Batches per class at most, so at most ``max_attempts * n_per_class``
+        images of a class are generated; a class still short after them is
+        reported as ``n-shortfall-class-<c>``.
+    recipients
+        Sites receiving the pool (default: the train sites).
+    """
 
     n_per_class: int = whole(100, 1, 1_000_000)
     classes: tuple[int, ...] = (0, 1, 2, 3)
     truncation: float = number(1.0, 0.0, 2.0)
+    max_attempts: int = whole(8, 1, 1000)
     recipients: tuple[str, ...] = names()
 
 

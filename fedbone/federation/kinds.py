@@ -276,6 +276,14 @@ _GAN_RUN_METRICS = frozenset(
     }
     | {f"best-{m}" for m in _GAN_EVALUATE_METRICS}
     | {"curation-val-auc", "encoder-seconds", "n-checkpoints", "dp-epsilon"}
+    # The selected generator's fidelity per class of the task, next to the
+    # real-vs-real reference (fedbone.generative.fidelity.reference).
+    | {
+        f"{measure}-{source}-{group}"
+        for measure in ("fd", "kid", "precision", "recall")
+        for source in ("synthetic", "real")
+        for group in ("neg", "pos", "all")
+    }
 )
 _PROVENANCE_KEYS = frozenset(
     {
@@ -297,6 +305,10 @@ _AUDIT_KEYS = frozenset(
         "membership-{name}",
         "threshold-{name}",
         "nearest-mse-{name}",
+        "nearest-rank-{name}",
+        "unrealistic-quantile",
+        "fraction-unrealistic",
+        "curation-{name}",
         "different-patient-{name}",
         "same-patient-{name}",
         "closest-pair-{name}",

@@ -10,7 +10,11 @@ Everything happens in the site's work folder, ``<work_dir>/gan/<run-name>/``:
    here on the site's own scans for the study task; it later keeps a synthetic
    image only when it agrees with the image's conditioning label;
 3. the **GAN**, with checkpoints and selection by Fréchet distance on the
-   site's held-out real scans (val and test splits).
+   site's held-out real scans (val and test splits);
+4. the selected generator's **fidelity per class** of the study task, next to
+   the real-vs-real reference (training vs held-out scans, same encoder), and
+   a site-local page, ``fidelity.html``, with real scans beside synthetic
+   images (:mod:`fedbone.generative.fidelity.reference`).
 
 ``selected.json`` records the chosen checkpoint, the encoder and the
 classifier with their sha256s; phase ``synthesize`` loads exactly those. Only
@@ -42,6 +46,13 @@ from fedbone.generative.fidelity.encoders import (
     load_feature_encoder,
     train_site_encoder,
 )
+from fedbone.generative.fidelity.reference import (
+    SOURCES,
+    FidelityReference,
+    LabelledImages,
+    fidelity_reference,
+)
+from fedbone.generative.fidelity.site_page import write_fidelity_page
 from fedbone.generative.run import GanRunSpec, train_site_gan
 from fedbone.generative.trainer import GanTrainer, GanTrainSpec, class_labels
 from fedbone.models import ClassifierSpec, build_classifier
@@ -64,6 +75,7 @@ __all__ = [
     "load_feature_encoder_of",
     "prepare_site_models",
     "recorded_site_models",
+    "selected_generator_fidelity",
     "train_site_generator",
     "write_selection",
 ]
@@ -396,6 +408,59 @@ def write_selection(
     (state / SELECTION_FILE).write_text(json.dumps(selection, indent=2) + "\n")
 
 
+def selected_generator_fidelity(
+    trainer: GanTrainer,
+    encoder: SiteEncoder | TorchScriptEncoder,
+    training: LabelledImages,
+    held_out: LabelledImages,
+    *,
+    task: str,
+    seed: int,
+    state: Path,
+) -> FidelityReference:
+    """Score the selected generator per class, next to real vs real; write the page.
+
+    The generator draws one image per held-out scan, with its class, so the
+    synthetic and held-out sets have the same class mix.
+    ``<state>/fidelity.html`` shows real training scans beside synthetic
+    images: it stays at the site.
+
+    Parameters
+    ----------
+    trainer
+        The trainer holding the selected checkpoint; its EMA generator is
+        scored.
+    encoder
+        The site's feature encoder.
+    training, held_out
+        The site's training and held-out scans with their class ids.
+    task
+        The study task (``bm`` or ``ca``): which label makes a class positive.
+    seed
+        Seeds the synthetic images, the subsamples and the KID subsets.
+    state
+        The run's GAN folder, where the page goes.
+    """
+    synthetic = LabelledImages(
+        trainer.generate(held_out.class_ids, seed=seed), held_out.class_ids
+    )
+    reference = fidelity_reference(
+        training, held_out, synthetic, embed=encoder.embed, task=task, seed=seed
+    )
+    page = write_fidelity_page(state, reference, training, synthetic, seed=seed)
+    logger.info("fidelity page (site-local, shows real scans; not sent): %s", page)
+    return reference
+
+
+def _sent_sources(*, private_training: DpGanSpec | None) -> tuple[str, ...]:
+    if private_training is None:
+        return SOURCES
+    # Real vs real is a statistic of the training scans outside the DP
+    # accountant: under DP it stays on the site's page.
+    logger.info("DP GAN: the real-vs-real fidelity figures stay at the site")
+    return ("synthetic",)
+
+
 def train_site_generator(
     cache: SiteCache,
     task: str,
@@ -437,7 +502,10 @@ def train_site_generator(
     Returns
     -------
     SiteGanOutcome
-        Scalar figures and hashes (nothing about any single scan).
+        Scalar figures and hashes (nothing about any single scan): the
+        selection figures, and the selected generator's FD, KID and
+        precision/recall per class next to real vs real (``fd-synthetic-pos``,
+        ``fd-real-pos``...; under DP the ``real`` ones stay at the site).
     """
     state = gan_state_dir(work_dir, run_name)
     state.mkdir(parents=True, exist_ok=True)
@@ -463,11 +531,12 @@ def train_site_generator(
     trainer = gan_trainer_for(
         settings, height, width, seed=seed, device=device, dp=private
     )
+    held_out = _images(cache, held_rows)
     run = train_site_gan(
         trainer,
         images,
         train_labels,
-        held_out=_images(cache, held_rows),
+        held_out=held_out,
         held_out_labels=held_labels,
         embed=encoder.embed,
         spec=GanRunSpec(
@@ -479,10 +548,20 @@ def train_site_generator(
         checkpoint_dir=state / "checkpoints",
     )
     write_selection(state, Path(run.best.path), run.best.sha256, models, run.best.step)
+    reference = selected_generator_fidelity(
+        trainer,
+        encoder,
+        LabelledImages(images, train_labels),
+        LabelledImages(held_out, held_labels),
+        task=task,
+        seed=seed,
+        state=state,
+    )
     metrics = dict(run.to_metrics())
     if release is not None:
         release.commit(run=run_name, phase="gan", kind="gan-round")
         metrics["dp-epsilon"] = release.epsilon
+    metrics.update(reference.to_metrics(_sent_sources(private_training=private)))
     metrics.update(
         {
             "n-real": float(len(train_rows)),

@@ -39,6 +39,7 @@ from fedbone.generative.site_gan import (
     gan_state_dir,
     labelled_class_rows,
     load_encoder,
+    recorded_site_models,
 )
 from fedbone.generative.synthesis import SynthesisSpec, site_audit_inputs, synthesize
 from fedbone.generative.trainer import GanTrainer
@@ -51,6 +52,7 @@ __all__ = [
     "store_received_pool",
     "synthesize_at_site",
     "umap_at_site",
+    "wire_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -122,8 +124,16 @@ def _classifier_fn(
     return classify
 
 
-def _wire_summary(summary: dict[str, Any]) -> dict[str, float | int | list[int]]:
-    """Keep what the ``audit`` record may carry: numbers and the histogram."""
+def wire_summary(summary: dict[str, Any]) -> dict[str, float | int | list[int]]:
+    """Keep what the ``audit`` record may carry: numbers and the histogram.
+
+    Parameters
+    ----------
+    summary
+        :meth:`~fedbone.generative.synthesis.SynthesisResult.summary`: strings
+        and the public histogram edges are dropped, flags become 0/1 and
+        ``None`` becomes ``nan``.
+    """
     wire: dict[str, float | int | list[int]] = {}
     for key, value in summary.items():
         if key == "nearest-mse-histogram-edges" or isinstance(value, str):
@@ -161,7 +171,7 @@ def synthesize_at_site(
     task
         The study task; its curation classifier decides agreement.
     settings
-        How many images of which classes.
+        How many images of which classes, in at most how many batches.
     classifier
         The study's classifier architecture (of the curation classifier).
     audit
@@ -186,6 +196,7 @@ def synthesize_at_site(
         "curation classifier",
     )
     generator = GanTrainer.load(checkpoint, device=device)
+    models = recorded_site_models(state)
     training, patient_ids, held_out = site_audit_inputs(cache)
     target = resolve_device(device)
     result = synthesize(
@@ -196,6 +207,7 @@ def synthesize_at_site(
             curate_task=task,
             truncation=settings.truncation,
             seed=seed,
+            max_attempts=settings.max_attempts,
         ),
         classify=_classifier_fn(classifier, weights, device),
         training=training,
@@ -205,9 +217,10 @@ def synthesize_at_site(
         checkpoint_sha256=selection["checkpoint-sha256"],
         ms_ssim_fn=ms_ssim,
         device=str(target),
+        curation_val_auc=models.curation_val_auc if models else float("nan"),
     )
     images = wire_images(result.images)
-    summary = _wire_summary(result.summary())
+    summary = wire_summary(result.summary())
     if len(images):
         register.record(
             images,
@@ -223,9 +236,10 @@ def synthesize_at_site(
         "spacing-mm": f"{cache.spec.spacing_mm:g}",
     }
     logger.info(
-        "synthesis: %d generated, %d released (%s)",
+        "synthesis: %d generated, %d released of %d wanted (%s)",
         summary.get("n-generated", -1),
         len(images),
+        settings.n_per_class * len(settings.classes),
         "audit passed" if summary.get("passed") else "nothing released",
     )
     np.save(state / "released.npy", images)

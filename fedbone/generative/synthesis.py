@@ -1,40 +1,59 @@
 """Synthesis, curation and audit at the site that owns the generator.
 
-1. **Generate** ``n_per_class`` images for each conditioning class.
+Synthesis works in batches until every requested class has ``n_per_class``
+images that passed curation and the audit, or ``max_attempts`` batches were
+made (at most ``max_attempts * n_per_class`` images generated per class):
+
+1. **Generate** the images each short class still needs; the first batch
+   makes ``n_per_class`` per class, a later one as many as the class's yield
+   so far says it needs (at most ``n_per_class``), from a seed derived from
+   ``spec.seed`` and the batch number (the same seed gives the same result).
 2. **Curate** (Haberl et al. 2025): the site's classifier for the study task
    (``bm`` or ``ca``) scores every image; an image is kept only if the
    classifier agrees with the label its class implies for that task
    (``bm = class // 2``, ``ca = class % 2``, see
    :func:`fedbone.generative.trainer.class_labels`). The other task's label is not
    checked: curation uses the one classifier the study trains.
-3. **Audit** every kept image against all of the site's training scans with
-   :func:`fedbone.generative.audit.similarity.audit_synthetic` (release rule and
-   membership inference against the held-out scans); optionally withhold the
-   whole batch when the membership AUC exceeds a ceiling.
+3. **Audit** every kept image against all of the site's training scans with a
+   :class:`fedbone.generative.audit.similarity.SiteAuditor` (calibrated once,
+   on the first batch); released images beyond a class's quota are dropped
+   (``n-over-quota``).
+4. **Membership** is tested once, over every audited image of every batch;
+   optionally the whole release is withheld when its AUC exceeds a ceiling.
 
-Only released images, their class ids and :meth:`SynthesisResult.summary`
-(counts and audit aggregates, never an image or an index) may leave the site.
+A class still short after the last batch is reported (``n-shortfall-class-<c>``)
+and logged; synthesis never returns more than ``n_per_class`` images of a
+class. The batches are made in :mod:`fedbone.generative.synthesis_batches`;
+this module joins them, tests membership and counts. Only released images,
+their class ids and :meth:`SynthesisResult.summary` (counts and audit
+aggregates, never an image or an index) may leave the site.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedbone.classifier.errors import TrainingError
 from fedbone.data.cache import SiteCache
-from fedbone.errors import Problem
 from fedbone.generative.audit.similarity import (
     AuditResult,
     AuditThresholds,
     FeatureFn,
     MsSsimFn,
-    audit_synthetic,
+    SiteAuditor,
+    combine_audits,
+)
+from fedbone.generative.synthesis_batches import (
+    ClassQuota,
+    ImageGenerator,
+    SynthesisBatch,
+    SynthesisSpec,
+    fill_quotas,
+    warn_shortfalls,
 )
 
 __all__ = [
@@ -47,98 +66,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_TASKS = ("bm", "ca")
-_N_CLASSES = 4
 _HELD_OUT_SPLITS = ("val", "test")
-
-
-class ImageGenerator(Protocol):
-    """What synthesis needs of a generator, e.g. a ``GanTrainer``."""
-
-    def generate(
-        self, labels: np.ndarray, *, seed: int, truncation: float = 1.0
-    ) -> np.ndarray:
-        """Return one ``(H, W)`` image in [0, 1] per class id in ``labels``.
-
-        Parameters
-        ----------
-        labels
-            ``(N,)`` conditioning class ids ``2 * bm + ca`` (0..3).
-        seed
-            Seeds the latents: the same seed gives the same images on the
-            same device.
-        truncation
-            Pull towards the class-mean style, in (0, 1] (1: none).
-        """
-        ...
-
-
-@dataclass(frozen=True)
-class SynthesisSpec:
-    """What to generate and how to curate it.
-
-    Parameters
-    ----------
-    n_per_class
-        Images generated per class, before curation and audit.
-    classes
-        Conditioning classes ``2 * bm + ca`` to generate.
-    curate_task
-        ``bm`` or ``ca``: the study task whose classifier curates.
-    truncation
-        Truncation of the generator's style, in (0, 1] (1: none).
-    seed
-        Seed of the latents.
-    """
-
-    n_per_class: int
-    classes: tuple[int, ...] = (0, 1, 2, 3)
-    curate_task: str = "bm"
-    truncation: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-        problems = []
-        if self.n_per_class < 1:
-            problems.append(
-                Problem(
-                    "not-positive", f"is {self.n_per_class}; use >= 1", "n_per_class"
-                )
-            )
-        if not self.classes or len(set(self.classes)) != len(self.classes):
-            problems.append(
-                Problem(
-                    "bad-classes",
-                    f"{self.classes}: list each class once, at least one",
-                    "classes",
-                )
-            )
-        if any(not 0 <= c < _N_CLASSES for c in self.classes):
-            problems.append(
-                Problem(
-                    "class-out-of-range",
-                    f"{self.classes}: classes are 2 * bm + ca, in [0, {_N_CLASSES})",
-                    "classes",
-                )
-            )
-        if self.curate_task not in _TASKS:
-            problems.append(
-                Problem(
-                    "unknown-task",
-                    f"{self.curate_task!r}; expected one of {_TASKS}",
-                    "curate_task",
-                )
-            )
-        if not 0.0 < self.truncation <= 1.0:
-            problems.append(
-                Problem(
-                    "bad-truncation",
-                    f"is {self.truncation}; expected a value in (0, 1] (1: none)",
-                    "truncation",
-                )
-            )
-        TrainingError.raise_if_any("SynthesisSpec", problems)
 
 
 @dataclass(frozen=True)
@@ -152,16 +80,24 @@ class SynthesisResult:
     class_ids
         Conditioning class of each released image.
     audit
-        The audit of the curated images (site-only; empty when curation kept
-        nothing and no audit ran).
+        The audit of every curated image of every batch (site-only; empty
+        when curation kept nothing and no audit ran).
     counts
         ``n-generated``, ``n-curated-out``, ``n-audited``, ``n-blocked``,
-        ``n-withheld-membership``, ``n-released`` and
-        ``n-released-class-<c>`` per generated class.
+        ``n-over-quota``, ``n-withheld-membership`` and ``n-released``
+        (``n-audited`` is the sum of the four after it); per class ``c``:
+        ``n-generated-class-c``, ``n-released-class-c`` and
+        ``n-shortfall-class-c`` (quota minus what curation and the audit
+        passed, 0 when filled).
     checkpoint_sha256
         Digest of the generator checkpoint (provenance).
     membership_auc_ceiling
         The membership ceiling applied (``nan`` when off).
+    curation_agreement
+        Per class: the fraction of its generated images the curation
+        classifier agreed with.
+    curation_val_auc
+        Validation AUC of the curation classifier (``nan`` when unknown).
     """
 
     images: np.ndarray
@@ -170,6 +106,8 @@ class SynthesisResult:
     counts: dict[str, int]
     checkpoint_sha256: str
     membership_auc_ceiling: float = math.nan
+    curation_agreement: dict[int, float] = field(default_factory=dict)
+    curation_val_auc: float = math.nan
 
     @property
     def passed(self) -> bool:
@@ -180,13 +118,17 @@ class SynthesisResult:
         """Return what may leave the site: counts, audit aggregates, verdict.
 
         The audit's :meth:`~fedbone.generative.audit.similarity.AuditResult.summary`
-        (its ``n-released`` replaced by the final count), the counts,
+        (its ``n-released`` and ``n-blocked`` replaced by the final counts), the
+        counts, ``curation-agreement-class-<c>``, ``curation-val-auc``,
         ``membership-auc-ceiling``, ``membership-passed``, ``passed`` and
         ``checkpoint-sha256``. No image, no index.
         """
         summary: dict[str, float | int | bool | str | list[float] | list[int]] = {}
         summary.update(self.audit.summary())
         summary.update(self.counts)
+        for c, agreement in self.curation_agreement.items():
+            summary[f"curation-agreement-class-{c}"] = agreement
+        summary["curation-val-auc"] = self.curation_val_auc
         summary["membership-auc-ceiling"] = self.membership_auc_ceiling
         summary["membership-passed"] = self.counts["n-withheld-membership"] == 0
         summary["passed"] = self.passed
@@ -208,8 +150,14 @@ def synthesize(
     ms_ssim_fn: MsSsimFn | None = None,
     device: str = "cpu",
     membership_auc_ceiling: float | None = None,
+    curation_val_auc: float = math.nan,
 ) -> SynthesisResult:
-    """Generate, curate and audit synthetic images; return the released ones.
+    """Generate, curate and audit synthetic images until each class is filled.
+
+    Batches are made until every class of ``spec`` has ``spec.n_per_class``
+    curated and released images or ``spec.max_attempts`` batches were made;
+    every curated image of every batch is kept in memory until the membership
+    test (at most ``max_attempts * n_per_class`` per class).
 
     Parameters
     ----------
@@ -217,7 +165,7 @@ def synthesize(
         The selected generator (anything with ``generate(labels, seed=,
         truncation=)``, e.g. a :class:`~fedbone.generative.trainer.GanTrainer`).
     spec
-        Classes, count, curation task, truncation and seed.
+        Classes, quota, curation task, truncation, seed and attempts.
     classify
         ``(N, H, W) -> (N,)`` probability that each image is positive for
         ``spec.curate_task``, from the site's classifier of that study task;
@@ -233,16 +181,20 @@ def synthesize(
     checkpoint_sha256
         Digest of the generator checkpoint, carried into the summary.
     features, ms_ssim_fn, device
-        Passed to :func:`~fedbone.generative.audit.similarity.audit_synthetic`.
+        Passed to :class:`~fedbone.generative.audit.similarity.SiteAuditor`.
     membership_auc_ceiling
-        Withhold every image when the membership AUC exceeds this (``None``:
-        report the AUC only). With few scans the AUC is noisy; 0.6 is a
-        cautious choice for hundreds of held-out scans.
+        Withhold every image when the membership AUC (over every audited
+        image) exceeds this (``None``: report the AUC only). With few scans
+        the AUC is noisy; 0.6 is a cautious choice for hundreds of held-out
+        scans.
+    curation_val_auc
+        Validation AUC of the curation classifier, carried into the summary.
 
     Returns
     -------
     SynthesisResult
-        Released images, their classes, the audit and the counts.
+        Released images (at most ``n_per_class`` per class), their classes,
+        the audit and the counts.
 
     Raises
     ------
@@ -251,51 +203,22 @@ def synthesize(
     EvaluationError
         From the audit, for unusable training or held-out scans or thresholds.
     """
-    labels = np.repeat(np.asarray(spec.classes, dtype=np.int64), spec.n_per_class)
-    generated = np.asarray(
-        trainer.generate(labels, seed=spec.seed, truncation=spec.truncation),
-        dtype=np.float32,
-    )
-    kept = _curate(generated, labels, spec.curate_task, classify)
     if held_out is not None and len(held_out) == 0:
         held_out = None
-    if kept.any():
-        audit = audit_synthetic(
-            generated[kept],
-            training,
-            training_patient_ids=training_patient_ids,
-            held_out=held_out,
-            thresholds=thresholds,
-            features=features,
-            ms_ssim_fn=ms_ssim_fn,
-            device=device,
-        )
-    else:
-        logger.warning("curation kept no synthetic image; audit skipped")
-        audit = _empty_audit(thresholds)
-    released = audit.released.copy()
+    auditor = SiteAuditor(
+        training,
+        training_patient_ids=training_patient_ids,
+        held_out=held_out,
+        thresholds=thresholds,
+        features=features,
+        ms_ssim_fn=ms_ssim_fn,
+        device=device,
+    )
+    quotas, batches = fill_quotas(trainer, spec, classify, auditor)
+    warn_shortfalls(spec, quotas, curation_val_auc)
     ceiling = math.nan if membership_auc_ceiling is None else membership_auc_ceiling
-    withheld = 0
-    if audit.membership_auc > ceiling:
-        logger.warning(
-            "membership AUC %.3f exceeds %.3f: every synthetic image withheld",
-            audit.membership_auc,
-            ceiling,
-        )
-        withheld = int(released.sum())
-        released[:] = False
-    images = generated[kept][released]
-    class_ids = labels[kept][released]
-    counts = {
-        "n-generated": int(labels.size),
-        "n-curated-out": int((~kept).sum()),
-        "n-audited": int(kept.sum()),
-        "n-blocked": audit.n_blocked,
-        "n-withheld-membership": withheld,
-        "n-released": int(released.sum()),
-    }
-    for c in spec.classes:
-        counts[f"n-released-class-{c}"] = int((class_ids == c).sum())
+    images, class_ids, audit, withheld = _release(batches, auditor, thresholds, ceiling)
+    counts = _counts(spec, quotas, audit, withheld, class_ids)
     logger.info("synthesis: %s", counts)
     return SynthesisResult(
         images=images,
@@ -304,7 +227,68 @@ def synthesize(
         counts=counts,
         checkpoint_sha256=checkpoint_sha256,
         membership_auc_ceiling=ceiling,
+        curation_agreement={c: q.agreement() for c, q in quotas.items()},
+        curation_val_auc=curation_val_auc,
     )
+
+
+def _release(
+    batches: Sequence[SynthesisBatch],
+    auditor: SiteAuditor,
+    thresholds: AuditThresholds,
+    ceiling: float,
+) -> tuple[np.ndarray, np.ndarray, AuditResult, int]:
+    """Test membership over every audited image; return the released ones.
+
+    Returns the released images and classes, the combined audit and how many
+    taken images the membership ceiling withheld.
+    """
+    audits = [batch.audit for batch in batches if batch.audit is not None]
+    audited = np.concatenate([batch.images for batch in batches])
+    labels = np.concatenate([batch.labels for batch in batches])
+    taken = np.concatenate([batch.taken for batch in batches])
+    if not audits:
+        logger.warning("curation kept no synthetic image; audit skipped")
+    auc = auditor.membership_auc(audited) if audits else math.nan
+    audit = combine_audits(audits, thresholds, membership_auc=auc)
+    withheld = 0
+    if auc > ceiling:
+        logger.warning(
+            "membership AUC %.3f exceeds %.3f: every synthetic image withheld",
+            auc,
+            ceiling,
+        )
+        withheld = int(taken.sum())
+        taken[:] = False
+    return audited[taken], labels[taken], audit, withheld
+
+
+def _counts(
+    spec: SynthesisSpec,
+    quotas: Mapping[int, ClassQuota],
+    audit: AuditResult,
+    withheld: int,
+    class_ids: np.ndarray,
+) -> dict[str, int]:
+    """Return the synthesis funnel, in all and per class."""
+    generated = sum(q.generated for q in quotas.values())
+    kept = sum(q.kept for q in quotas.values())
+    passed = sum(q.passed for q in quotas.values())
+    taken = sum(q.taken for q in quotas.values())
+    counts = {
+        "n-generated": generated,
+        "n-curated-out": generated - kept,
+        "n-audited": kept,
+        "n-blocked": audit.n_blocked,
+        "n-over-quota": passed - taken,
+        "n-withheld-membership": withheld,
+        "n-released": int(class_ids.size),
+    }
+    for c, quota in quotas.items():
+        counts[f"n-generated-class-{c}"] = quota.generated
+        counts[f"n-released-class-{c}"] = int((class_ids == c).sum())
+        counts[f"n-shortfall-class-{c}"] = spec.n_per_class - quota.taken
+    return counts
 
 
 def site_audit_inputs(cache: SiteCache) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -329,54 +313,4 @@ def site_audit_inputs(cache: SiteCache) -> tuple[np.ndarray, list[str], np.ndarr
         np.asarray(cache.images[train], dtype=np.float32),
         [cache.index[i].patient_id for i in train],
         np.asarray(cache.images[held_out], dtype=np.float32),
-    )
-
-
-def _curate(
-    images: np.ndarray,
-    labels: np.ndarray,
-    task: str,
-    classify: Callable[[np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """Return the mask of images whose classifier verdict matches their label."""
-    scores = np.asarray(classify(images), dtype=np.float64).reshape(-1)
-    problems = []
-    if scores.size != len(images):
-        problems.append(
-            Problem(
-                "score-count",
-                f"{scores.size} scores for {len(images)} images; classify must "
-                "return one probability per image",
-                "classify",
-            )
-        )
-    elif not np.isfinite(scores).all():
-        problems.append(
-            Problem(
-                "scores-not-finite",
-                "classify returned NaN or infinite probabilities",
-                "classify",
-            )
-        )
-    TrainingError.raise_if_any("curation", problems)
-    expected = labels // 2 if task == "bm" else labels % 2
-    return (scores >= 0.5) == (expected == 1)
-
-
-def _empty_audit(thresholds: AuditThresholds) -> AuditResult:
-    """Return the audit of zero images: no verdicts, thresholds or closest pair."""
-    empty = np.zeros(0)
-    return AuditResult(
-        released=np.zeros(0, dtype=bool),
-        nearest_mse=empty,
-        nearest_index=np.zeros(0, dtype=np.int64),
-        nearest_feature=empty,
-        max_ms_ssim=empty,
-        threshold_mse=math.nan,
-        threshold_feature=math.nan,
-        control={},
-        closest_pair={"mse": math.nan, "mae": math.nan, "ms_ssim": math.nan},
-        n_blocked=0,
-        membership_auc=math.nan,
-        thresholds=thresholds,
     )

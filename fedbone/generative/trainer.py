@@ -57,6 +57,7 @@ from torch.nn import functional
 from fedbone.classifier.errors import TrainingError
 from fedbone.classifier.local import resolve_device
 from fedbone.errors import Problem
+from fedbone.generative.progress import TrainingProgress
 from fedbone.models.gan import (
     AdaptiveProbability,
     ConditionalGenerator,
@@ -127,6 +128,11 @@ class GanTrainSpec:
     amp
         bfloat16 autocast for the forward passes; on CUDA only (R1 runs in
         float32).
+    image_prior
+        Before the first step, start the generator (and its EMA) from the
+        per-pixel mean of the training scans
+        (:meth:`~fedbone.models.gan.ConditionalGenerator.set_image_prior`).
+        Ignored in DP mode: the mean image is not private.
     """
 
     steps: int = 1000
@@ -144,6 +150,7 @@ class GanTrainSpec:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    image_prior: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
@@ -271,6 +278,7 @@ class GanTrainer:
         )
         self.steps = 0
         self.images_seen = 0
+        self.progress = TrainingProgress(train.steps)
         self._rng = np.random.default_rng(train.seed)
         self.accountant: AccountantState | None = None
         self.noise_multiplier: float | None = None
@@ -451,6 +459,7 @@ class GanTrainer:
         self._check(images, labels)
         if self.dp is not None:
             return self._train_private(images, labels, steps)
+        self._start_from_mean(images, len(labels))
         self.generator.train()
         self.discriminator.train()
         start = time.perf_counter()
@@ -464,7 +473,23 @@ class GanTrainer:
             ema_update(self.generator_ema, self.generator, self._ema_beta())
             self.steps += 1
             self.images_seen += len(positions)
+            self.progress.step(
+                self.steps, self.images_seen, (d_losses[-1], g_losses[-1]), self._p()
+            )
         return self._result(start, d_losses, g_losses)
+
+    def _start_from_mean(self, images: np.ndarray | ImageReader, n: int) -> None:
+        """Set the generators' image prior to the mean scan, once, before step 1."""
+        prior = self.generator.image_prior
+        if not self.train_spec.image_prior or self.steps or bool(prior.any()):
+            return
+        total = np.zeros((self.spec.height, self.spec.width), dtype=np.float64)
+        for first in range(0, n, 256):
+            total += _read(images, np.arange(first, min(n, first + 256))).sum(axis=0)
+        mean = torch.from_numpy(total / n).to(self.device)
+        self.generator.set_image_prior(mean)
+        self.generator_ema.set_image_prior(mean)
+        logger.info("GAN generator starts from the mean of %d training scans", n)
 
     def _result(
         self, start: float, d_losses: list[float], g_losses: list[float]
@@ -514,6 +539,9 @@ class GanTrainer:
             ema_update(self.generator_ema, self.generator, self._ema_beta())
             self.steps += 1
             self.images_seen += len(positions)
+            self.progress.step(
+                self.steps, self.images_seen, (d_losses[-1], g_losses[-1]), self._p()
+            )
         return self._result(start, d_losses, g_losses)
 
     def epsilon(self, delta: float | None = None) -> float:

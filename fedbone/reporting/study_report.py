@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedbone.classifier.synthetic_mix import SyntheticSet
 from fedbone.reporting.outcome_report import (
     outcome_summary_lines,
     write_outcome_sections,
@@ -62,6 +63,8 @@ class StudyReport:
         default_factory=dict
     )
     outcomes: Mapping[str, Any] = field(default_factory=dict)  # results["outcomes"]
+    synthetic_pool: SyntheticSet | None = None
+    """The released synthetic images the centre pooled (phase ``synthesize``)."""
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -382,6 +385,8 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         synthesis=report.synthesis,
         umap=report.umap,
         sweep=study_ratio_sweep(report),
+        pool=report.synthetic_pool,
+        task=str(cfg.get("task", "bm")),
     ):
         sections.append(_render(section))
     if report.outcomes:

@@ -2,8 +2,11 @@
 
 GAN model selection, the site-local curation and privacy audit, the pooled
 synthetic set, the site-local UMAP grids and the ratio sweep (the paper's
-Fig. 1b: external AUC against the real:synthetic mix). Everything here comes
-from aggregates the sites released; no image and no patient-level value.
+Fig. 1b: external AUC against the real:synthetic mix), with the per-class
+fidelity table and grids of the released pool
+(:mod:`fedbone.reporting.fidelity_report`). Everything here comes from
+aggregates the sites released and from the released synthetic images; no
+real image and no patient-level value.
 :func:`write_synthetic_sections` writes the CSV/PNG files and returns
 :class:`ReportSection` objects that :mod:`fedbone.reporting.study_report`
 renders as HTML.
@@ -18,6 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedbone.classifier.synthetic_mix import SyntheticSet
+from fedbone.generative.fidelity.grids import GRID_COLUMNS
+from fedbone.reporting.fidelity_report import (
+    FIDELITY_NOTE,
+    POOL_NOTE,
+    fidelity_rows,
+    write_pool_grids,
+)
 from fedbone.reporting.synthetic_plots import (
     REAL_ONLY,
     SYNTHETIC_ONLY,
@@ -124,10 +135,27 @@ def audit_rows(synthesis: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "closest pair MAE": _num(a.get("closest-pair-mae")),
                 "closest pair MS-SSIM": _num(a.get("closest-pair-ms-ssim")),
                 "membership AUC": _num(a.get("membership-auc")),
+                "short of quota (class: n)": _shortfalls(a),
+                "curation val AUC": _num(a.get("curation-val-auc")),
+                "unrealistic": _num(a.get("n-unrealistic")),
+                "unrealistic threshold MSE": _num(a.get("threshold-unrealistic-mse")),
+                "nearest rank q05 / q50 / q95": " / ".join(
+                    _num(a.get(f"nearest-rank-{q}")) for q in ("q05", "q50", "q95")
+                ),
                 "passed": str(a.get("passed", "")),
             }
         )
     return rows
+
+
+def _shortfalls(audit: Mapping[str, Any]) -> str:
+    """Classes synthesis could not fill, ``class: missing``; ``none`` if all full."""
+    prefix = "n-shortfall-class-"
+    shortfalls = {k[len(prefix) :]: v for k, v in audit.items() if k.startswith(prefix)}
+    if not shortfalls:
+        return ""
+    short = [f"{c}: {_num(n)}" for c, n in sorted(shortfalls.items()) if n]
+    return ", ".join(short) or "none"
 
 
 def pool_rows(synthesis: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -279,8 +307,13 @@ def write_synthetic_sections(
     synthesis: Mapping[str, Any],
     umap: Mapping[str, Mapping[str, Any]],
     sweep: Sequence[Mapping[str, Any]],
+    pool: SyntheticSet | None = None,
+    task: str = "bm",
 ) -> list[ReportSection]:
-    """Write ``gan.csv``, ``audit.csv``, ``ratio_sweep.csv`` and figures.
+    """Write the generative tables (CSV) and figures (PNG) of the report.
+
+    ``gan.csv``, ``fidelity.csv``, ``audit.csv`` and ``ratio_sweep.csv``, each
+    when its data is present.
 
     Parameters
     ----------
@@ -296,6 +329,11 @@ def write_synthetic_sections(
         Site -> its released UMAP density record.
     sweep
         Ratio-sweep rows, see :func:`ratio_sweep_rows`.
+    pool
+        The centre's released synthetic pool, drawn per class; ``None`` when
+        the run made none.
+    task
+        The study task (``bm`` or ``ca``): which label makes a class positive.
 
     Returns
     -------
@@ -320,8 +358,10 @@ def write_synthetic_sections(
                 images=(fd_png,) if fd_png else (),
             )
         )
+    sections += _fidelity_sections(out_dir, gan.get("sites", {}))
     if synthesis.get("audits"):
         sections.append(_audit_section(out_dir, synthesis))
+    sections += _pool_sections(out_dir, pool, task)
     if umap:
         images = tuple(
             write_umap_png(record, out_dir / f"umap_{site}.png")
@@ -375,8 +415,46 @@ def _audit_section(out_dir: Path, synthesis: Mapping[str, Any]) -> ReportSection
             "too close to one of its training scans (thresholds from real-vs-real "
             "distances at the site). Membership AUC: training vs held-out scans "
             "by nearness to the synthetic images; about 0.5 means no detectable "
-            "membership leakage.",
+            "membership leakage. Unrealistic: images farther from every training "
+            "scan than the site's real scans are from another patient's (flagged, "
+            "not blocked); nearest rank: where an image's nearest distance falls "
+            "among those real-vs-real distances (0: closer than any, 1: farther).",
         ),
         tables=((rows, tuple(rows[0])), (pool, tuple(pool[0]))),
         images=(histogram_png,) if histogram_png else (),
     )
+
+
+def _fidelity_sections(
+    out_dir: Path, sites: Mapping[str, Mapping[str, Any]]
+) -> list[ReportSection]:
+    rows = fidelity_rows(sites)
+    if not rows:  # runs before per-class figures, or a federated GAN
+        return []
+    write_csv(out_dir / "fidelity.csv", rows)
+    table = [
+        {k: v if isinstance(v, str) else _num(v) for k, v in row.items()}
+        for row in rows
+    ]
+    return [
+        ReportSection(
+            heading="Fidelity per class: synthetic vs held-out real, next to real "
+            "vs real",
+            notes=(FIDELITY_NOTE,),
+            tables=((table, tuple(table[0])),),
+        )
+    ]
+
+
+def _pool_sections(
+    out_dir: Path, pool: SyntheticSet | None, task: str
+) -> list[ReportSection]:
+    if pool is None or not len(pool):
+        return []
+    return [
+        ReportSection(
+            heading="Released synthetic images (the centre's pool)",
+            notes=(POOL_NOTE.format(columns=GRID_COLUMNS),),
+            images=write_pool_grids(pool, task, out_dir),
+        )
+    ]

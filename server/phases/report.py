@@ -49,6 +49,9 @@ def build_report(run: StudyRun) -> StudyReport:
         umap=run.results.get("umap", {}),
         synthetic_models=run.study.synthetic_training.model_names(),
         outcomes=run.results.get("outcomes", {}),
+        synthetic_pool=(
+            run.pool.synthetic_set() if run.pool is not None and len(run.pool) else None
+        ),
     )
 
 

@@ -119,6 +119,35 @@ def test_pool_without_a_needed_class_is_an_error() -> None:
     assert "positive" in str(raised.value)
 
 
+def test_a_missing_class_is_named_with_where_to_read_its_shortfall(
+    cache: SiteCache,
+) -> None:
+    # Prepare: a pool of bm-negative classes only (0 and 1)
+    pool = make_pool([0, 1] * 10)
+
+    # Execute
+    with pytest.raises(TrainingError) as raised:
+        mixed_training_cache(cache, "bm", pool, MixSpec(ratio=1))
+
+    # Assert
+    message = str(raised.value)
+    assert raised.value.codes == ["class-missing-from-pool"]
+    assert "positive (bm = 1, conditioning classes 2 and 3)" in message
+    assert "n-shortfall-class-2 / n-shortfall-class-3" in message
+
+
+def test_a_pool_with_a_single_image_of_a_class_still_mixes() -> None:
+    # Prepare: the generator made only one positive image
+    real, pool = binary(5, 5), binary(1, 40)
+
+    # Execute
+    choice = choose_synthetic(real, pool, MixSpec(ratio=2), task="bm")
+
+    # Assert
+    assert choice.n_synthetic_pos == 10
+    assert (pool[choice.indices] == 1).sum() == 10
+
+
 def test_labels_that_are_not_binary_are_rejected() -> None:
     with pytest.raises(TrainingError) as raised:
         choose_synthetic(np.array([1, -1, 0]), np.array([2, 0]), MixSpec(ratio=1))

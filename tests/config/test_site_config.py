@@ -113,3 +113,24 @@ def test_written_config_reads_back_identically(tmp_path: Path) -> None:
     assert again.data == config.data
     assert again.preprocessing == config.preprocessing
     assert "manifest: manifest.csv" in copy_path.read_text()
+
+
+def test_the_unrealistic_quantile_is_read_and_checked(tmp_path: Path) -> None:
+    # Prepare
+    (tmp_path / "manifest.csv").write_text("scan_id\n")
+    base = {"site": {"id": "A"}, "data": {"manifest": "manifest.csv"}}
+    chosen = {**base, "privacy": {"audit": {"unrealistic_quantile": 0.95}}}
+    outside = {**base, "privacy": {"audit": {"unrealistic_quantile": 0.3}}}
+
+    # Execute
+    config = site_config_from_mapping(chosen, base_dir=tmp_path)
+    default = site_config_from_mapping(base, base_dir=tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        site_config_from_mapping(outside, base_dir=tmp_path)
+
+    # Assert
+    assert config.privacy.audit.unrealistic_quantile == 0.95
+    assert default.privacy.audit.unrealistic_quantile == 0.99
+    assert {p.where for p in caught.value.problems} == {
+        "privacy.audit.unrealistic_quantile"
+    }

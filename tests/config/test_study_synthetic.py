@@ -132,3 +132,20 @@ def test_every_dp_problem_is_reported_at_once(tmp_path: Path) -> None:
         "dp.on_budget_exhausted",
         "model.norm",
     }
+
+
+def test_synthesis_attempts_are_read_and_bounded(tmp_path: Path) -> None:
+    # Execute
+    default = study_config_from_mapping(_raw(), base_dir=tmp_path)
+    chosen = study_config_from_mapping(
+        _raw(synthesis={"max_attempts": 3}), base_dir=tmp_path
+    )
+    with pytest.raises(ConfigError) as caught:
+        study_config_from_mapping(
+            _raw(synthesis={"max_attempts": 0}), base_dir=tmp_path
+        )
+
+    # Assert
+    assert default.synthesis.max_attempts == 8
+    assert chosen.synthesis.max_attempts == 3
+    assert {p.where for p in caught.value.problems} == {"synthesis.max_attempts"}

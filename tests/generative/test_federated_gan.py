@@ -128,7 +128,7 @@ def test_the_installed_generator_synthesises_like_a_local_one(trained: tuple) ->
     release = synthesize_at_site(
         cache,
         "bm",
-        SynthesisSettings(n_per_class=3),
+        SynthesisSettings(n_per_class=3, max_attempts=1),
         CLASSIFIER,
         AuditThresholds(),
         work_dir=work,

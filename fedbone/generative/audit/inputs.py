@@ -77,6 +77,16 @@ def check_audit_inputs(
                 "thresholds.ms_ssim_ceiling",
             )
         )
+    if not 0.5 <= thresholds.unrealistic_quantile <= 1.0:
+        problems.append(
+            Problem(
+                "bad-unrealistic-quantile",
+                f"unrealistic_quantile is {thresholds.unrealistic_quantile}, "
+                "expected a value in [0.5, 1] such as 0.99: fix the site's audit "
+                "thresholds",
+                "thresholds.unrealistic_quantile",
+            )
+        )
     ids = list(training_patient_ids)
     if len(ids) != len(np.asarray(training)):
         problems.append(

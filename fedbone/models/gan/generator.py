@@ -15,7 +15,12 @@ ADA, 2020) without their code:
   followed by per-pixel noise with a learned per-channel strength;
 * **skip** to-image layers: every resolution adds its 1x1 modulated projection
   to the upsampled image so far; the sum is a logit and ``sigmoid`` maps it to
-  ``[0, 1]``, the range of the preprocessed canvas.
+  ``[0, 1]``, the range of the preprocessed canvas;
+* a learned full-resolution **image prior** (a logit map, zero at construction)
+  is added to that sum. :meth:`ConditionalGenerator.set_image_prior` sets it
+  from the per-pixel mean of the training scans, so the generator starts from
+  an average body rather than mid-grey: a whole-body scan is mostly black
+  background (logit about -5), which a sigmoid output reaches only slowly from 0.
 
 Every layer uses the **equalised learning rate**: weights are drawn from
 ``N(0, 1)`` and the *input* is scaled by ``1/sqrt(fan_in)`` at run time, which
@@ -342,6 +347,7 @@ class ConditionalGenerator(nn.Module):
                 ModulatedConv2d(current, 1, 1, spec.style_dim, demodulate=False)
             )
         self.image_bias = nn.Parameter(torch.zeros(len(channels)))
+        self.image_prior = nn.Parameter(torch.zeros(1, 1, spec.height, spec.width))
         self.register_buffer("w_avg", torch.zeros(spec.n_classes, spec.style_dim))
 
     def forward(
@@ -390,7 +396,33 @@ class ConditionalGenerator(nn.Module):
                 image, scale_factor=2.0, mode="bilinear", align_corners=False
             )
             image = image + self.to_image[level](x, w) + self.image_bias[level]
-        return torch.sigmoid(image)
+        return torch.sigmoid(image + self.image_prior.to(image.dtype))
+
+    @torch.no_grad()
+    def set_image_prior(self, mean_image: torch.Tensor, *, floor: float = 1e-3) -> None:
+        """Start from ``mean_image``: set the prior to its logit.
+
+        Parameters
+        ----------
+        mean_image
+            ``(height, width)`` per-pixel mean of training scans in ``[0, 1]``.
+        floor
+            Values are clipped to ``[floor, 1 - floor]`` before the logit.
+        """
+        expected = (self.spec.height, self.spec.width)
+        if tuple(mean_image.shape) != expected:
+            raise ModelError(
+                "image prior",
+                [
+                    Problem(
+                        "image-shape",
+                        f"is {tuple(mean_image.shape)}, expected {expected}",
+                        "mean_image",
+                    )
+                ],
+            )
+        clipped = mean_image.float().clamp(floor, 1.0 - floor)
+        self.image_prior.copy_(torch.logit(clipped)[None, None])
 
     @torch.no_grad()
     def _track_w_avg(self, w: torch.Tensor, labels: torch.Tensor) -> None:

@@ -12,7 +12,9 @@ from fedbone.generative.audit.similarity import (
     HISTOGRAM_EDGES,
     AuditResult,
     AuditThresholds,
+    SiteAuditor,
     audit_synthetic,
+    combine_audits,
     pairwise_mse_mae,
     shift_robust_features,
 )
@@ -62,6 +64,9 @@ def cohort() -> dict[str, np.ndarray]:
 
 def patient_ids(n: int) -> list[str]:
     return [f"patient-{index}" for index in range(n)]
+
+
+PATIENTS = patient_ids(N_PATIENTS)
 
 
 def shifted_copies(images: np.ndarray, seed: int) -> np.ndarray:
@@ -256,6 +261,87 @@ def test_summary_holds_only_aggregates(cohort: dict[str, np.ndarray]) -> None:
     assert 0.0 < summary["closest-pair-ms-ssim"] <= 1.0
 
 
+def test_noise_is_flagged_unrealistic_but_not_blocked(
+    cohort: dict[str, np.ndarray],
+) -> None:
+    # Prepare
+    noise = np.random.default_rng(14).random((10, 64, 32)).astype(np.float32)
+
+    # Execute
+    result = audit(noise, cohort)
+    summary = result.summary()
+
+    # Assert
+    assert result.unrealistic.all()
+    assert result.released.all()
+    assert np.all(result.nearest_rank == 1.0)
+    assert summary["n-unrealistic"] == 10
+    assert summary["fraction-unrealistic"] == 1.0
+    assert summary["nearest-rank-q05"] == 1.0
+    assert summary["threshold-unrealistic-mse"] == pytest.approx(
+        np.quantile(_nearest_other_patient(cohort["training"], PATIENTS), 0.99)
+    )
+
+
+def test_near_copies_are_blocked_and_not_unrealistic(
+    cohort: dict[str, np.ndarray],
+) -> None:
+    # Prepare
+    noise = np.random.default_rng(15).normal(0, 0.02, cohort["training"].shape)
+    copies = np.clip(cohort["training"] + noise, 0, 1).astype(np.float32)
+
+    # Execute
+    result = audit(copies, cohort)
+
+    # Assert
+    assert not result.released.any()
+    assert not result.unrealistic.any()
+    assert result.summary()["nearest-rank-q95"] < 0.05
+
+
+def test_images_at_a_realistic_distance_are_neither_blocked_nor_unrealistic(
+    cohort: dict[str, np.ndarray],
+) -> None:
+    # Execute
+    result = audit(cohort["healthy"], cohort)
+    summary = result.summary()
+
+    # Assert
+    assert summary["n-unrealistic"] <= 0.05 * N_PATIENTS
+    assert summary["n-released"] >= 0.9 * N_PATIENTS
+    assert 0.2 < summary["nearest-rank-q50"] < 0.8
+
+
+def test_batches_audited_one_by_one_match_one_audit_of_all(
+    cohort: dict[str, np.ndarray],
+) -> None:
+    # Prepare
+    synthetic = np.concatenate(
+        [cohort["healthy"][:20], shifted_copies(cohort["training"][:10], seed=16)]
+    )
+    auditor = SiteAuditor(
+        cohort["training"],
+        training_patient_ids=PATIENTS,
+        held_out=cohort["held_out"],
+        thresholds=AuditThresholds(),
+    )
+
+    # Execute
+    batches = [auditor.audit(synthetic[:12]), auditor.audit(synthetic[12:])]
+    combined = combine_audits(
+        batches, AuditThresholds(), membership_auc=auditor.membership_auc(synthetic)
+    )
+    whole = audit(synthetic, cohort)
+
+    # Assert
+    np.testing.assert_array_equal(combined.released, whole.released)
+    np.testing.assert_allclose(combined.nearest_rank, whole.nearest_rank)
+    assert combined.n_blocked == whole.n_blocked >= 10
+    assert combined.membership_auc == pytest.approx(whole.membership_auc)
+    assert combined.summary()["threshold-mse"] == whole.summary()["threshold-mse"]
+    assert combined.closest_pair == pytest.approx(whole.closest_pair, nan_ok=True)
+
+
 def test_shift_robust_features_barely_change_under_small_shifts() -> None:
     # Prepare
     images = smooth_bodies(2, seed=10)
@@ -287,7 +373,9 @@ def test_bad_inputs_are_all_reported_at_once(cohort: dict[str, np.ndarray]) -> N
             cohort["training"],
             training_patient_ids=["only-one"] * 5,
             held_out=small,
-            thresholds=AuditThresholds(real_quantile=1.5, top_k=0),
+            thresholds=AuditThresholds(
+                real_quantile=1.5, top_k=0, unrealistic_quantile=0.2
+            ),
         )
 
     # Assert
@@ -296,6 +384,7 @@ def test_bad_inputs_are_all_reported_at_once(cohort: dict[str, np.ndarray]) -> N
         "image-size-mismatch",
         "bad-top-k",
         "bad-real-quantile",
+        "bad-unrealistic-quantile",
         "patient-ids-length-mismatch",
     }
 
