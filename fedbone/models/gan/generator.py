@@ -60,6 +60,8 @@ _LEAK = 0.2
 _ACT_GAIN = math.sqrt(2.0)
 # The w average used by truncation follows training with this per-step decay.
 _W_AVG_BETA = 0.995
+# Initial scale of the to-image weights (logit noise per level at the start).
+_TO_IMAGE_INIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -346,6 +348,12 @@ class ConditionalGenerator(nn.Module):
             self.to_image.append(
                 ModulatedConv2d(current, 1, 1, spec.style_dim, demodulate=False)
             )
+        with torch.no_grad():
+            # The image starts close to the prior; each level then learns its
+            # contribution (unscaled to-image weights would add logit noise of
+            # about one per level on top of the mean scan).
+            for projection in self.to_image:
+                projection.weight.mul_(_TO_IMAGE_INIT)
         self.image_bias = nn.Parameter(torch.zeros(len(channels)))
         self.image_prior = nn.Parameter(torch.zeros(1, 1, spec.height, spec.width))
         self.register_buffer("w_avg", torch.zeros(spec.n_classes, spec.style_dim))
