@@ -272,6 +272,7 @@ _GAN_RUN_METRICS = frozenset(
         "seconds",
         "images-seen",
         "best-step",
+        "best-intra-fd",
         "{name}-step-{name}",
     }
     | {f"best-{m}" for m in _GAN_EVALUATE_METRICS}

@@ -5,8 +5,15 @@ reference set is the site's own held-out real scans (val and test splits),
 which never leave it: after every ``checkpoint_every`` steps the EMA generator
 draws images with the held-out class mix, and the Fréchet distance, KID and
 precision/recall (k = 3) between the embedded held-out scans and the embedded
-generated images are recorded with the checkpoint's sha256. At the end the
-checkpoint with the lowest Fréchet distance is loaded back into the trainer.
+generated images are recorded with the checkpoint's sha256, and so is the
+**class-conditional FD** (intra-FD): the mean over classes with at least
+:data:`MIN_CLASS_IMAGES` held-out scans of the FD between that class's
+held-out scans and images generated for that class. At the end the
+checkpoint with the lowest intra-FD (the overall FD when no class has enough
+scans) is loaded back into the trainer. Selecting by the overall FD rewarded a
+generator that ignores its label: the generated set holds every class in equal
+numbers while a site's held-out scans are mostly negatives, so a generator
+that draws negatives for every label scored best.
 Only :meth:`GanRunResult.to_metrics` (scalars) is meant to leave the site.
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +41,7 @@ from fedbone.generative.fidelity.distances import (
 from fedbone.generative.trainer import GanTrainer
 
 __all__ = [
+    "MIN_CLASS_IMAGES",
     "CheckpointInfo",
     "GanRunResult",
     "GanRunSpec",
@@ -46,6 +55,8 @@ logger = logging.getLogger(__name__)
 # Precision/recall use k = 3 neighbours, so each feature set needs 4 rows.
 _PR_NEIGHBOURS = 3
 _MIN_ROWS = _PR_NEIGHBOURS + 1
+#: Held-out scans a class needs to count in the class-conditional FD.
+MIN_CLASS_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,9 @@ class CheckpointInfo:
         Mean KID over subsets.
     precision, recall
         Improved precision and recall, k = 3.
+    intra_fd
+        Mean per-class FD over classes with at least :data:`MIN_CLASS_IMAGES`
+        held-out scans (``nan`` when none has).
     """
 
     step: int
@@ -117,6 +131,12 @@ class CheckpointInfo:
     kid: float
     precision: float
     recall: float
+    intra_fd: float = math.nan
+
+    @property
+    def selection_score(self) -> float:
+        """The intra-FD, or the overall FD when no class had enough scans."""
+        return self.fd if math.isnan(self.intra_fd) else self.intra_fd
 
 
 @dataclass(frozen=True)
@@ -151,6 +171,7 @@ class GanRunResult:
         metrics: dict[str, float] = {
             "best-step": float(self.best.step),
             "best-fd": self.best.fd,
+            "best-intra-fd": self.best.intra_fd,
             "best-kid": self.best.kid,
             "best-precision": self.best.precision,
             "best-recall": self.best.recall,
@@ -160,6 +181,7 @@ class GanRunResult:
         }
         for info in self.checkpoints:
             metrics[f"fd-step-{info.step}"] = info.fd
+            metrics[f"intra-fd-step-{info.step}"] = info.intra_fd
             metrics[f"kid-step-{info.step}"] = info.kid
             metrics[f"precision-step-{info.step}"] = info.precision
             metrics[f"recall-step-{info.step}"] = info.recall
@@ -167,7 +189,7 @@ class GanRunResult:
 
 
 def select_best(checkpoints: Sequence[CheckpointInfo]) -> CheckpointInfo:
-    """Return the checkpoint with the lowest Fréchet distance (earliest on ties).
+    """Return the checkpoint with the lowest intra-FD (FD without it; earliest on ties).
 
     Raises
     ------
@@ -179,7 +201,7 @@ def select_best(checkpoints: Sequence[CheckpointInfo]) -> CheckpointInfo:
             "select_best",
             [Problem("no-checkpoints", "no checkpoint to choose from; train first")],
         )
-    return min(checkpoints, key=lambda info: info.fd)
+    return min(checkpoints, key=lambda info: info.selection_score)
 
 
 def train_site_gan(
@@ -235,18 +257,36 @@ def train_site_gan(
     for chunk in _chunks(spec.steps, spec.checkpoint_every):
         trainer.train(images, labels, chunk)
         generated = trainer.generate(fake_labels, seed=spec.seed)
-        fidelity = _fidelity(real_features, _features(embed, generated), spec.seed)
+        fake_features = _features(embed, generated)
+        fidelity = _fidelity(real_features, fake_features, spec.seed)
+        intra_fd = class_conditional_fd(
+            real_features, held_out_labels, fake_features, fake_labels
+        )
         path = Path(checkpoint_dir) / f"gan-step-{trainer.steps}.pt"
         info = CheckpointInfo(
-            step=trainer.steps, path=str(path), sha256=trainer.save(path), **fidelity
+            step=trainer.steps,
+            path=str(path),
+            sha256=trainer.save(path),
+            intra_fd=intra_fd,
+            **fidelity,
         )
-        logger.info("GAN checkpoint step %d: FD %.4g", info.step, info.fd)
+        logger.info(
+            "GAN checkpoint step %d: FD %.4g, class-conditional FD %.4g",
+            info.step,
+            info.fd,
+            info.intra_fd,
+        )
         checkpoints.append(info)
     images_seen = trainer.images_seen - first_images_seen
     best = select_best(checkpoints)
     if best is not checkpoints[-1]:
         _load_checkpoint(trainer, best)
-    logger.info("GAN run: selected step %d (FD %.4g)", best.step, best.fd)
+    logger.info(
+        "GAN run: selected step %d (class-conditional FD %.4g, FD %.4g)",
+        best.step,
+        best.intra_fd,
+        best.fd,
+    )
     return GanRunResult(
         checkpoints=tuple(checkpoints),
         best=best,
@@ -296,6 +336,32 @@ def generator_fidelity(
     fake_labels = np.repeat(np.unique(held_out_labels), images_per_class)
     generated = trainer.generate(fake_labels, seed=seed)
     return _fidelity(_features(embed, held_out), _features(embed, generated), seed)
+
+
+def class_conditional_fd(
+    real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray
+) -> float:
+    """Mean per-class FD over classes with enough scans on both sides.
+
+    Parameters
+    ----------
+    real, real_labels
+        Held-out features ``(R, D)`` and their class ids.
+    fake, fake_labels
+        Generated features ``(F, D)`` and the class each was generated for.
+
+    Returns
+    -------
+    float
+        The mean FD of the classes with at least :data:`MIN_CLASS_IMAGES` rows
+        on each side; ``nan`` when no class has.
+    """
+    distances = [
+        frechet_distance(real[real_labels == c], fake[fake_labels == c])
+        for c in np.unique(real_labels)
+        if min((real_labels == c).sum(), (fake_labels == c).sum()) >= MIN_CLASS_IMAGES
+    ]
+    return float(np.mean(distances)) if distances else math.nan
 
 
 def _chunks(steps: int, every: int) -> list[int]:

@@ -266,8 +266,8 @@ class GanTrainer:
             spec, dp_compatible=dp_compatible_d
         ).to(self.device)
         # Channels-last convolutions run about 1.3x faster with oneDNN on CPU.
-        self.generator.to(memory_format=torch.channels_last)
-        self.discriminator.to(memory_format=torch.channels_last)
+        for network in (self.generator, self.discriminator):
+            network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.opt_g = torch.optim.Adam(
             self.generator.parameters(), lr=train.lr_g, betas=train.betas

@@ -2,10 +2,13 @@
 
 A ClientApp runs in a process fedbone does not start (a SuperNode's app
 process, or a Ray worker of Flower's simulation, which forwards the worker's
-output to the simulation's console). Nothing configures Python logging there,
-so INFO lines would be dropped. :func:`show_site_progress` attaches one stderr
-handler to the loggers of long site jobs (GAN training and synthesis), once per
-process, and leaves the rest of fedbone's logging to whoever configured it.
+output to the simulation's console). Python logging there drops INFO lines
+(the default level is WARNING), so a GAN that trains for minutes says nothing.
+:func:`show_site_progress` lowers the level of the loggers of long site jobs
+(GAN training and synthesis) to INFO; their lines then reach whatever handler
+the process has (importing Flower installs one on the root logger), or a
+stderr handler added on the root logger of a bare process. Other fedbone
+loggers keep their level.
 """
 
 from __future__ import annotations
@@ -23,31 +26,25 @@ PROGRESS_LOGGERS = (
     "fedbone.generative.synthesis_batches",
     "fedbone.generative.run",
 )
-_MARK = "_fedbone_site_progress"
 
 
 def show_site_progress(stream: TextIO | None = None) -> None:
-    """Log the progress loggers' INFO lines to ``stream`` (stderr), once.
-
-    Does nothing when the root logger already has handlers (a ``fedbone``
-    command configured logging in this process), so no line is printed twice.
+    """Let the progress loggers' INFO lines through; give a bare process a handler.
 
     Parameters
     ----------
     stream
-        Where the lines go; standard error when None.
+        Where a bare process (no handler on the root logger) prints; standard
+        error when None. A process with handlers keeps them, so no line is
+        printed twice.
     """
-    if logging.getLogger().handlers:
+    for name in PROGRESS_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    root = logging.getLogger()
+    if root.handlers:
         return
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s site %(levelname)s %(name)s: %(message)s")
     )
-    for name in PROGRESS_LOGGERS:
-        progress = logging.getLogger(name)
-        if any(getattr(h, _MARK, False) for h in progress.handlers):
-            continue
-        setattr(handler, _MARK, True)
-        progress.addHandler(handler)
-        progress.setLevel(logging.INFO)
-        progress.propagate = False
+    root.addHandler(handler)

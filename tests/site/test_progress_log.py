@@ -1,4 +1,4 @@
-"""A site process shows its long jobs' progress on stderr, once."""
+"""A site process shows its long jobs' progress lines."""
 
 from __future__ import annotations
 
@@ -12,25 +12,16 @@ from fedbone.site.progress_log import PROGRESS_LOGGERS, show_site_progress
 
 
 @pytest.fixture
-def bare_logging() -> Iterator[None]:
-    saved = {
-        name: (
-            list(logging.getLogger(name).handlers),
-            logging.getLogger(name).level,
-            logging.getLogger(name).propagate,
-        )
-        for name in PROGRESS_LOGGERS
-    }
-    for name in PROGRESS_LOGGERS:
-        logging.getLogger(name).handlers = []
+def restored_levels() -> Iterator[None]:
+    names = (*PROGRESS_LOGGERS, "fedbone.classifier.local")
+    saved = {name: logging.getLogger(name).level for name in names}
     yield
-    for name, (handlers, level, propagate) in saved.items():
-        logger = logging.getLogger(name)
-        logger.handlers, logger.level, logger.propagate = handlers, level, propagate
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
 
 
-def test_progress_lines_reach_the_stream_once(
-    bare_logging: None, monkeypatch: pytest.MonkeyPatch
+def test_a_bare_process_prints_progress_lines_on_its_stream(
+    restored_levels: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a bare process
@@ -43,10 +34,12 @@ def test_progress_lines_reach_the_stream_once(
 
 
 def test_other_fedbone_info_stays_quiet(
-    bare_logging: None, monkeypatch: pytest.MonkeyPatch
+    restored_levels: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    logging.getLogger("fedbone.classifier.local").setLevel(logging.NOTSET)
 
     show_site_progress(stream)
     logging.getLogger("fedbone.classifier.local").info("epoch 1")
@@ -54,11 +47,15 @@ def test_other_fedbone_info_stays_quiet(
     assert stream.getvalue() == ""
 
 
-def test_a_configured_process_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    stream = io.StringIO()
-    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()])
-    before = list(logging.getLogger(PROGRESS_LOGGERS[0]).handlers)
+def test_a_process_with_a_handler_gets_the_lines_through_it(
+    restored_levels: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    existing = io.StringIO()
+    root_handler = logging.StreamHandler(existing)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [root_handler])
 
-    show_site_progress(stream)
+    show_site_progress(io.StringIO())
+    logging.getLogger("fedbone.generative.synthesis").info("class 2: 40/150")
 
-    assert logging.getLogger(PROGRESS_LOGGERS[0]).handlers == before
+    assert logging.getLogger().handlers == [root_handler]
+    assert "class 2: 40/150" in existing.getvalue()

@@ -353,6 +353,7 @@ class ConditionalGenerator(nn.Module):
             # contribution (unscaled to-image weights would add logit noise of
             # about one per level on top of the mean scan).
             for projection in self.to_image:
+                assert isinstance(projection, ModulatedConv2d)
                 projection.weight.mul_(_TO_IMAGE_INIT)
         self.image_bias = nn.Parameter(torch.zeros(len(channels)))
         self.image_prior = nn.Parameter(torch.zeros(1, 1, spec.height, spec.width))
