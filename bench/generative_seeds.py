@@ -17,6 +17,11 @@ Usage::
 
     .venv/bin/python bench/generative_seeds.py --seeds 0 1 2
 
+``--from-run 0=runs/demo-bm-...`` takes a seed's figures from a finished
+demo run of the same config instead of running it again (the demo runs the
+same phases plus ``outcomes`` and ``report``, and also trains the pooled
+baseline, which none of these figures depends on).
+
 Writes ``bench/results/generative_seeds.json`` and ``generative_seeds.md``.
 About 8 minutes per seed on the 2-core CPU machine.
 """
@@ -107,6 +112,13 @@ def figures(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _run_minutes(run_dir: Path) -> float:
+    """Minutes of a finished run's phases, from its results file."""
+    timings = json.loads((run_dir / "results.json").read_text()).get("timings", {})
+    seconds = sum(float(v) for k, v in timings.items() if k in PHASES)
+    return round(seconds / 60, 2)
+
+
 def _comparison(run_dir: Path, model: str) -> dict[str, float]:
     """The pooled external paired DeLong test of ``model`` vs ``local-B``."""
     with (run_dir / "comparisons.csv").open() as handle:
@@ -178,8 +190,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--config", type=Path, default=Path("configs/simulation.yaml"))
+    parser.add_argument(
+        "--from-run",
+        action="append",
+        default=[],
+        metavar="SEED=RUN_DIR",
+        help="use a finished run's files for this seed",
+    )
     args = parser.parse_args()
-    rows = [run_seed(args.config, seed) for seed in args.seeds]
+    done = {int(k): Path(v) for k, v in (item.split("=", 1) for item in args.from_run)}
+    rows = [
+        {
+            "seed": seed,
+            "minutes": _run_minutes(done[seed]),
+            "run_dir": str(done[seed]),
+            **figures(done[seed]),
+        }
+        if seed in done
+        else run_seed(args.config, seed)
+        for seed in args.seeds
+    ]
     info = machine_info()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "generative_seeds.json").write_text(

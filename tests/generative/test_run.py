@@ -12,9 +12,11 @@ from torch.nn import functional
 
 from fedbone.classifier.errors import TrainingError
 from fedbone.generative.audit.similarity import FeatureFn
+from fedbone.generative.fidelity.distances import frechet_distance
 from fedbone.generative.run import (
     CheckpointInfo,
     GanRunSpec,
+    class_conditional_fd,
     select_best,
     train_site_gan,
 )
@@ -224,6 +226,41 @@ def test_select_best_takes_lowest_fd_and_earliest_on_ties() -> None:
     assert best.step == 2
     with pytest.raises(TrainingError, match="no-checkpoints"):
         select_best([])
+
+
+def test_the_class_conditional_fd_selects_over_the_overall_fd() -> None:
+    # Prepare: step 2 is worse overall but better class by class.
+    def info(step: int, fd: float, intra_fd: float) -> CheckpointInfo:
+        return CheckpointInfo(step, f"{step}.pt", "0" * 64, fd, 0.0, 1.0, 1.0, intra_fd)
+
+    checkpoints = [info(1, 1.0, 5.0), info(2, 2.0, 3.0)]
+
+    # Execute
+    best = select_best(checkpoints)
+
+    # Assert
+    assert best.step == 2
+
+
+def test_class_conditional_fd_sees_a_generator_that_ignores_its_label() -> None:
+    # Prepare: two classes far apart in feature space; 90% of the real ones
+    # are class 0, as at a site whose held-out scans are mostly negatives.
+    rng = np.random.default_rng(0)
+    real_labels = np.array([0] * 90 + [1] * 10)
+    real = rng.normal(size=(100, 3)) + 6.0 * real_labels[:, None]
+    fake_labels = np.repeat([0, 1], 32)
+    faithful = rng.normal(size=(64, 3)) + 6.0 * fake_labels[:, None]
+    label_blind = rng.normal(size=(64, 3))  # draws class 0 for every label
+
+    # Execute
+    faithful_fd = class_conditional_fd(real, real_labels, faithful, fake_labels)
+    blind_fd = class_conditional_fd(real, real_labels, label_blind, fake_labels)
+    too_few = class_conditional_fd(real[:5], real_labels[:5], faithful, fake_labels)
+
+    # Assert
+    assert faithful_fd < blind_fd
+    assert frechet_distance(real, label_blind) < frechet_distance(real, faithful)
+    assert np.isnan(too_few)
 
 
 def test_bad_run_spec_lists_every_problem() -> None:
