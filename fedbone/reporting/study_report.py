@@ -140,10 +140,49 @@ def format_summary(report: StudyReport) -> str:
         if scope == "external":
             block = "External (validation-only sites)\n" + block
         blocks.append(block)
+    synthetic_lines = synthesis_summary_lines(report.synthesis)
+    if synthetic_lines:
+        blocks.append("Synthetic images\n" + "\n".join(synthetic_lines))
     outcome_lines = outcome_summary_lines(report.outcomes)
     if outcome_lines:
         blocks.append("Outcomes (site-stratified Cox)\n" + "\n".join(outcome_lines))
     return "\n\n".join(blocks)
+
+
+def synthesis_summary_lines(synthesis: Mapping[str, Any]) -> list[str]:
+    """One line per generator site: released per class, shortfalls, flags.
+
+    Parameters
+    ----------
+    synthesis
+        ``results["synthesis"]``: ``audits`` maps a generator site to the
+        summary it released (counts per class, audit aggregates).
+    """
+    lines = []
+    for site, summary in sorted(dict(synthesis.get("audits", {})).items()):
+        released = {
+            key.rsplit("-", 1)[1]: int(value)
+            for key, value in summary.items()
+            if key.startswith("n-released-class-")
+        }
+        short = {
+            key.rsplit("-", 1)[1]: int(value)
+            for key, value in summary.items()
+            if key.startswith("n-shortfall-class-") and value
+        }
+        per_class = ", ".join(f"class {c}: {n}" for c, n in sorted(released.items()))
+        line = f"{site}: released {summary.get('n-released', 0)} ({per_class})"
+        if short:
+            line += "; short " + ", ".join(
+                f"class {c}: {n}" for c, n in sorted(short.items())
+            )
+        if "n-unrealistic" in summary:
+            line += f"; flagged unrealistic {int(summary['n-unrealistic'])}"
+        auc = summary.get("curation-val-auc")
+        if isinstance(auc, float) and auc == auc:
+            line += f"; curation classifier val AUC {auc:.3f}"
+        lines.append(line)
+    return lines
 
 
 def _summary_block(
