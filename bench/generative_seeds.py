@@ -45,7 +45,7 @@ from fedbone.config.study import load_study_config
 from server.simulation import simulate_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("census", "gan", "synthesize", "train", "validate")
+PHASES = ("census", "gan", "synthesize", "train", "validate", "report")
 FIDELITY = ("fd", "kid", "precision", "recall")
 
 
