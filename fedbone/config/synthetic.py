@@ -17,6 +17,9 @@ Three optional top-level sections of the study YAML::
       latent_dim: 64
       r1_gamma: 1.0
       ada_target: 0.6           # null disables adaptive augmentation
+      class_loss_weight: 0.0    # auxiliary class loss (AC-GAN); 0 disables
+      diversity_weight: 0.0     # mode-seeking term against a class collapsing
+                                # to one scan; 0 disables
       fd_images_per_class: 64
       encoder: site             # site (trained at the site) | torchscript
       encoder_path: null        # torchscript: a local file (e.g. Inception)
@@ -86,6 +89,8 @@ class GanSettings:
     latent_dim: int = whole(64, 1, 4096)
     r1_gamma: float = number(1.0, 0.0, 1000.0)
     ada_target: float | None = optional_number(0.6, 0.0, 1.0)
+    class_loss_weight: float = number(0.0, 0.0, 100.0)
+    diversity_weight: float = number(0.0, 0.0, 100.0)
     fd_images_per_class: int = whole(64, 2, 100_000)
     encoder: str = one_of("site", ENCODERS)
     encoder_path: str | None = None

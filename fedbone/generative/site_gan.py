@@ -343,7 +343,8 @@ def gan_trainer_for(
     ----------
     settings
         The study's GAN settings (network sizes, batch size, learning rate,
-        R1 weight, adaptive-augmentation target, steps).
+        R1 weight, adaptive-augmentation target, auxiliary class and
+        mode-seeking losses, steps).
     height, width
         Canvas size in pixels.
     seed
@@ -361,6 +362,7 @@ def gan_trainer_for(
             style_dim=settings.latent_dim,
             base_channels=settings.base_channels,
             max_channels=settings.max_channels,
+            class_head=settings.class_loss_weight > 0,
         ),
         GanTrainSpec(
             batch_size=settings.batch_size,
@@ -368,6 +370,8 @@ def gan_trainer_for(
             lr_d=settings.lr,
             r1_gamma=settings.r1_gamma,
             ada_target=settings.ada_target,
+            class_loss_weight=settings.class_loss_weight,
+            diversity_weight=settings.diversity_weight,
             class_balanced=True,
             seed=seed,
             device=device,

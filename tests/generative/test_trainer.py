@@ -169,3 +169,69 @@ def test_without_the_option_the_generator_starts_from_mid_grey() -> None:
 
     # Assert: only one Adam step (lr 2e-3) away from zero.
     assert float(trainer.generator.image_prior.abs().max()) < 0.01
+
+
+def test_a_negative_class_loss_weight_is_refused() -> None:
+    # Execute
+    with pytest.raises(TrainingError) as caught:
+        GanTrainSpec(class_loss_weight=-1.0)
+
+    # Assert
+    assert "negative" in caught.value.codes
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_only_a_class_loss_weight_trains_the_class_head(weight: float) -> None:
+    # Prepare
+    images, labels = _two_patterns(32)
+    trainer = GanTrainer(
+        replace(TINY, class_head=True), replace(FAST, class_loss_weight=weight)
+    )
+    head = trainer.discriminator.class_head
+    assert head is not None
+    before = head.linear.weight.detach().clone()
+
+    # Execute
+    trainer.train(images, labels, steps=3)
+
+    # Assert
+    changed = not torch.equal(before, head.linear.weight.detach())
+    assert changed == (weight > 0)
+
+
+def test_the_mode_seeking_term_is_large_for_a_collapsed_class() -> None:
+    # Prepare
+    from fedbone.generative.trainer import _mode_seeking_loss
+
+    z = torch.randn(8, 16)
+    collapsed = torch.full((8, 1, 32, 8), 0.5)
+    varied = torch.rand(8, 1, 32, 8)
+
+    # Execute
+    on_collapsed = _mode_seeking_loss(collapsed, z)
+    on_varied = _mode_seeking_loss(varied, z)
+
+    # Assert
+    assert float(on_collapsed) > 100 * float(on_varied)
+
+
+def test_training_with_the_mode_seeking_term_runs_and_counts_images() -> None:
+    # Prepare
+    images, labels = _two_patterns(32)
+    trainer = GanTrainer(TINY, replace(FAST, diversity_weight=1.0))
+
+    # Execute
+    result = trainer.train(images, labels, steps=3)
+
+    # Assert
+    assert result.images_seen == 3 * 16
+    assert np.isfinite([result.d_loss, result.g_loss]).all()
+
+
+def test_a_class_loss_without_a_class_head_is_refused() -> None:
+    # Execute
+    with pytest.raises(TrainingError) as caught:
+        GanTrainer(TINY, replace(FAST, class_loss_weight=1.0))
+
+    # Assert
+    assert caught.value.codes == ["no-class-head"]

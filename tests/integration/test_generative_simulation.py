@@ -62,9 +62,7 @@ def test_gan_and_synthesis_results_are_written(finished: tuple[Path, Path]) -> N
     (batch,) = synthesis["batches"]
     assert batch["n-received"] == audit["n-released"]
     assert batch["n-added"] == (
-        batch["n-received"]
-        - batch["n-exact-duplicates"]
-        - batch["n-near-duplicates"]
+        batch["n-received"] - batch["n-exact-duplicates"] - batch["n-near-duplicates"]
     )
     assert synthesis["pool-size"] == batch["n-added"] > 0
     assert synthesis["deliveries"] == {"B": synthesis["pool-size"]}

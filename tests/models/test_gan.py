@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -228,3 +230,67 @@ def test_dp_compatible_discriminator_gets_exact_per_sample_gradients() -> None:
         assert param.grad_sample is not None, name
         assert own.grad is not None
         assert torch.allclose(param.grad_sample[0], own.grad, atol=1e-5), name
+
+
+def test_antialiased_downsampling_attenuates_fine_stripes_more_than_boxes() -> None:
+    # Prepare: stripes of period 4 along the height, just under Nyquist after 2x.
+    from fedbone.models.gan.discriminator import _downsample
+
+    rows = torch.cos(torch.arange(32) * torch.pi / 2)
+    stripes = rows[None, None, :, None].expand(1, 2, 32, 8).contiguous()
+    flat = torch.ones(1, 2, 32, 8)
+
+    # Execute
+    boxed = _downsample(stripes, antialias=False)
+    filtered = _downsample(stripes, antialias=True)
+    flat_filtered = _downsample(flat, antialias=True)
+
+    # Assert: same size; the low-pass passes half the box's amplitude; a flat
+    # image stays flat away from the zero-padded border.
+    assert filtered.shape == boxed.shape == (1, 2, 16, 4)
+    box_amplitude = float(boxed[..., 2:-2, :].abs().max())
+    filtered_amplitude = float(filtered[..., 2:-2, :].abs().max())
+    assert box_amplitude == pytest.approx(0.5, abs=1e-5)
+    assert filtered_amplitude == pytest.approx(0.25, abs=1e-5)
+    assert torch.allclose(flat_filtered[..., 1:-1, 1:-1], torch.ones(1, 2, 14, 2))
+
+
+def test_antialiased_downsampling_keeps_the_input_dtype_under_autocast() -> None:
+    # Prepare
+    from fedbone.models.gan.discriminator import _downsample
+
+    images = torch.rand(2, 3, 16, 8, dtype=torch.bfloat16)
+
+    # Execute
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _downsample(images, antialias=True)
+
+    # Assert
+    assert out.dtype == torch.bfloat16
+    assert out.shape == (2, 3, 8, 4)
+
+
+@pytest.mark.parametrize("dp_compatible", [False, True])
+def test_class_head_predicts_every_class_and_is_dropped_for_dp(
+    dp_compatible: bool,
+) -> None:
+    # Prepare
+    torch.manual_seed(7)
+    spec = replace(TINY, class_head=True)
+    discriminator = build_discriminator(spec, dp_compatible=dp_compatible)
+    images = torch.rand(3, 1, 32, 8)
+    labels = torch.tensor([0, 1, 3])
+
+    # Execute
+    with torch.no_grad():
+        logits, classes = discriminator.classify(images, labels)
+        plain = discriminator(images, labels)
+
+    # Assert
+    assert torch.equal(logits, plain)
+    if dp_compatible:
+        assert classes is None
+        assert discriminator.class_head is None
+    else:
+        assert classes is not None
+        assert classes.shape == (3, spec.n_classes)

@@ -5,14 +5,18 @@ projection discriminator of Miyato & Koyama (2018), written here:
 
 * a 1x1 from-image layer at the canvas resolution;
 * one residual block per generator upsampling: two 3x3 convolutions and a 2x
-  average-pool downsampling, plus a 1x1 downsampled skip, summed and divided by
-  ``sqrt(2)`` to keep unit variance;
+  downsampling, plus a 1x1 downsampled skip, summed and divided by ``sqrt(2)``
+  to keep unit variance; the downsampling low-pass filters with ``[1, 3, 3, 1]``
+  (``spec.antialias``) or averages 2x2 boxes;
 * at the coarsest resolution (the generator's constant size) an optional
   **minibatch standard-deviation** feature (groups of up to four images; it
   shows the discriminator a lack of variety in fakes), a 3x3 convolution and a
   fully connected layer to a feature vector ``phi(x)``;
 * the logit is ``linear(phi(x)) + <embed(label), phi(x)>``: the projection term
-  ties the real/fake decision to the conditioning class.
+  ties the real/fake decision to the conditioning class;
+* with ``spec.class_head`` a linear layer on ``phi(x)`` also predicts the class
+  (an auxiliary classifier, Odena et al. 2017), returned by
+  :meth:`ProjectionDiscriminator.classify`.
 
 There is no normalisation layer at all. With ``dp_compatible=True`` the
 minibatch-stddev feature is dropped, so every operation is per sample: a
@@ -48,19 +52,39 @@ def _act(x: torch.Tensor) -> torch.Tensor:
     return functional.leaky_relu(x, _LEAK) * _ACT_GAIN
 
 
+def _lowpass_kernel() -> torch.Tensor:
+    taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    kernel = torch.outer(taps, taps)
+    return (kernel / kernel.sum())[None, None]
+
+
+def _downsample(x: torch.Tensor, antialias: bool) -> torch.Tensor:
+    """Halve ``x``: ``[1, 3, 3, 1]`` low-pass with stride 2, or 2x2 box average."""
+    if not antialias:
+        return functional.avg_pool2d(x, 2)
+    channels = x.shape[1]
+    kernel = _lowpass_kernel().to(x.device).expand(channels, 1, 4, 4)
+    # In float32 even under autocast: a bfloat16 depthwise convolution runs
+    # about 4x slower on CPU than casting there and back.
+    with torch.autocast(x.device.type, enabled=False):
+        out = functional.conv2d(x.float(), kernel, stride=2, padding=1, groups=channels)
+    return out.to(x.dtype)
+
+
 class _ResidualDown(nn.Module):
     """Two 3x3 convolutions then 2x downsampling, with a 1x1 downsampled skip."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, antialias: bool) -> None:
         super().__init__()
         self.conv0 = EqualConv2d(in_channels, in_channels, 3)
         self.conv1 = EqualConv2d(in_channels, out_channels, 3)
         self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False)
+        self.antialias = antialias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = self.skip(functional.avg_pool2d(x, 2))
+        skip = self.skip(_downsample(x, self.antialias))
         x = _act(self.conv0(x))
-        x = _act(self.conv1(functional.avg_pool2d(x, 2)))
+        x = _act(self.conv1(_downsample(x, self.antialias)))
         return (x + skip) / math.sqrt(2.0)
 
 
@@ -85,16 +109,24 @@ class ProjectionDiscriminator(nn.Module):
         Canvas and widths, mirroring the generator's.
     minibatch_stddev
         Add the minibatch standard-deviation feature (couples a batch's samples).
+    class_head
+        Add the auxiliary class head.
     """
 
-    def __init__(self, spec: GanSpec, *, minibatch_stddev: bool = True) -> None:
+    def __init__(
+        self,
+        spec: GanSpec,
+        *,
+        minibatch_stddev: bool = True,
+        class_head: bool = True,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.minibatch_stddev = minibatch_stddev
         channels = class_channels(spec)[::-1]
         self.from_image = EqualConv2d(1, channels[0], 1)
         self.blocks = nn.ModuleList(
-            _ResidualDown(a, b) for a, b in itertools.pairwise(channels)
+            _ResidualDown(a, b, spec.antialias) for a, b in itertools.pairwise(channels)
         )
         top = channels[-1]
         self.final_conv = EqualConv2d(top + int(minibatch_stddev), top, 3)
@@ -104,6 +136,7 @@ class ProjectionDiscriminator(nn.Module):
         self.embed = nn.Embedding(spec.n_classes, top)
         with torch.no_grad():
             self.embed.weight.normal_().div_(math.sqrt(top))
+        self.class_head = EqualLinear(top, spec.n_classes) if class_head else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Return one real/fake logit per image, conditioned on its class.
@@ -115,6 +148,25 @@ class ProjectionDiscriminator(nn.Module):
         labels
             ``(B,)`` long class ids.
         """
+        return self.classify(images, labels)[0]
+
+    def classify(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the real/fake logits and the class logits (None without a head).
+
+        Parameters
+        ----------
+        images
+            ``(B, 1, height, width)``, values nominally in ``[0, 1]``.
+        labels
+            ``(B,)`` long class ids.
+
+        Returns
+        -------
+        tuple
+            ``(B,)`` real/fake logits and ``(B, n_classes)`` class logits.
+        """
         # Centre the [0, 1] canvas so the first layer sees zero-mean input.
         x = _act(self.from_image(images * 2.0 - 1.0))
         for block in self.blocks:
@@ -124,7 +176,9 @@ class ProjectionDiscriminator(nn.Module):
         x = _act(self.final_conv(x))
         phi = _act(self.features(x.flatten(1)))
         projection = (self.embed(labels).to(phi.dtype) * phi).sum(dim=1)
-        return self.output(phi).squeeze(1) + projection / math.sqrt(phi.shape[1])
+        logits = self.output(phi).squeeze(1) + projection / math.sqrt(phi.shape[1])
+        classes = self.class_head(phi) if self.class_head is not None else None
+        return logits, classes
 
 
 def build_discriminator(
@@ -138,7 +192,8 @@ def build_discriminator(
         GAN shape; ``spec.minibatch_stddev`` switches the minibatch feature.
     dp_compatible
         Only per-sample operations (no minibatch-stddev; there is never a batch
-        norm), so DP-SGD's per-sample gradients are valid.
+        norm), so DP-SGD's per-sample gradients are valid; no class head either
+        (DP training does not use it, and every parameter must get a gradient).
 
     Returns
     -------
@@ -146,5 +201,7 @@ def build_discriminator(
         A freshly initialised discriminator.
     """
     return ProjectionDiscriminator(
-        spec, minibatch_stddev=spec.minibatch_stddev and not dp_compatible
+        spec,
+        minibatch_stddev=spec.minibatch_stddev and not dp_compatible,
+        class_head=spec.class_head and not dp_compatible,
     )

@@ -92,6 +92,15 @@ class GanSpec:
     upsamplings
         Doublings from the learned constant to the canvas; the constant is
         ``(height, width) / 2 ** upsamplings``.
+    antialias
+        The discriminator low-pass filters (``[1, 3, 3, 1]``, the filter of the
+        generator's bilinear upsampling) before each 2x downsampling instead of
+        averaging 2x2 boxes, which alias fine patterns the generator then
+        exploits as a grid texture.
+    class_head
+        The discriminator also predicts the class from its features (an
+        auxiliary classifier, AC-GAN); the trainer uses it when
+        :attr:`~fedbone.generative.trainer.GanTrainSpec.class_loss_weight` > 0.
     """
 
     height: int = 256
@@ -104,6 +113,8 @@ class GanSpec:
     mapping_layers: int = 4
     minibatch_stddev: bool = True
     upsamplings: int = 5
+    antialias: bool = False
+    class_head: bool = False
 
     def __post_init__(self) -> None:
         problems = []
