@@ -33,6 +33,17 @@ Example (``configs/site.example.yaml`` documents every key)::
         epsilon: 8.0              # total epsilon this site ever releases
         delta: null               # null: 1 / (10 * training scans)
       ledger: privacy-ledger.jsonl  # hash-chained record of every DP release
+      require_dp_statistics: false  # true: only noisy statistics leave
+      secret: site-secret.key   # 0600, made by `fedbone site init`: seals the
+                                # ledger and egress log, signs released images
+    policy:                     # what the centre may ask (site's, never the study's)
+      max_histogram_bins: 1000  # score histograms finer than this are refused
+      min_patients_per_class: 10  # fewer positives or negatives: no histograms
+      max_outcome_releases: 3   # distinct outcome groupings per cohort + endpoint
+      cross_audit_peers: {}     # site-id: public key file (audit only their signed
+                                # releases)
+      encoders: []              # TorchScript encoder files the study may name by
+                                # sha256 (never a path sent by the centre)
     egress_log: egress-log.jsonl  # every outgoing message, appended
     work_dir: work                # site-local state: GANs, checkpoints, pools
     device: auto                  # auto | cpu | cuda
@@ -68,6 +79,7 @@ __all__ = [
     "Device",
     "PrivacySettings",
     "SiteConfig",
+    "SitePolicy",
     "SiteRole",
     "load_site_config",
     "site_config_from_mapping",
@@ -159,6 +171,45 @@ class PrivacySettings:
     delta_budget: float | None = None
     """δ of the budget; ``None``: ``1 / (10 n)`` for ``n`` training scans."""
     ledger: Path = Path("privacy-ledger.jsonl")
+    require_dp_statistics: bool = False
+    """Refuse exact statistics (histograms, survival counts, Cox fits)."""
+    secret: Path = Path("site-secret.key")
+    """The site's secret (:mod:`fedbone.security.site_secret`)."""
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    """What the centre may ask of this site; decided by the site, never the study.
+
+    Every parameter the centre sends is chosen by someone who may be curious:
+    these bounds are checked at the site before any work and again by the
+    egress guard on the reply. ``docs/threat-model.md`` says what each answers.
+
+    Parameters
+    ----------
+    max_histogram_bins
+        Most bins a score histogram may have. Finer histograms locate each
+        patient's score; 1000 is what the study's pooled ROC needs.
+    min_patients_per_class
+        Fewest positive and fewest negative scans a validation split must
+        hold for its score histograms to leave (below: withheld, like metrics).
+    max_outcome_releases
+        Most distinct patient groupings (model and threshold) the site releases
+        per outcome cohort and endpoint; two groupings that differ by fewer
+        than ``small_cell_threshold`` patients are refused whatever this says.
+    cross_audit_peers
+        Site id to the public key file of each site whose released images
+        this site audits; images without that site's valid signature are refused.
+    encoders
+        TorchScript feature encoders the study may name by sha256; a study
+        never names a file at the site.
+    """
+
+    max_histogram_bins: int = whole(1000, 10, 100_000)
+    min_patients_per_class: int = whole(10, 1, 100_000)
+    max_outcome_releases: int = whole(3, 1, 1000)
+    cross_audit_peers: Mapping[str, Path] = field(default_factory=dict)
+    encoders: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +225,7 @@ class SiteConfig:
     egress_log: Path = Path("egress-log.jsonl")
     work_dir: Path = Path("work")
     source: Path | None = None
+    policy: SitePolicy = field(default_factory=SitePolicy)
 
     def file_sha256(self) -> str:
         """Return the sha256 of the YAML this came from ("" if none)."""
@@ -189,13 +241,22 @@ _ALLOWED: dict[str, set[str]] = {
         "preprocessing",
         "device",
         "privacy",
+        "policy",
         "egress_log",
         "work_dir",
     },
     "site": {"id", "role"},
     "data": {"manifest", "cache_dir", "default_view", "workers"},
     "preprocessing": {"spacing_mm", "canvas", "views", "clip_percentile"},
-    "privacy": {"small_cell_threshold", "audit", "budget", "ledger"},
+    "privacy": {
+        "small_cell_threshold",
+        "audit",
+        "budget",
+        "ledger",
+        "require_dp_statistics",
+        "secret",
+    },
+    "policy": {f.name for f in fields(SitePolicy)},
     "privacy.budget": {"epsilon", "delta"},
     "privacy.audit": {f.name for f in fields(AuditThresholds)},
 }
@@ -302,11 +363,54 @@ def site_config_from_mapping(
     spec = _read_preprocessing(c, raw)
     device = c.choice(raw, "device", Device, SiteConfig.device)
     privacy = _read_privacy(c, raw, base_dir)
+    policy = _read_policy(c, raw, base_dir)
     egress_log = _resolve(raw.get("egress_log", SiteConfig.egress_log), base_dir)
     work_dir = _resolve(raw.get("work_dir", SiteConfig.work_dir), base_dir)
     ConfigError.raise_if_any(subject, c.problems)
     return SiteConfig(
-        site_id, role, data, spec, device, privacy, egress_log, work_dir, source
+        site_id, role, data, spec, device, privacy, egress_log, work_dir, source, policy
+    )
+
+
+def _read_policy(
+    c: SettingsCollector, raw: Mapping[str, Any], base_dir: Path
+) -> SitePolicy:
+    """Read ``policy``: the bounds on what the centre may ask of this site."""
+    policy = c.section(raw, "policy")
+    peers_raw = policy.get("cross_audit_peers") or {}
+    peers: dict[str, Path] = {}
+    if not isinstance(peers_raw, Mapping):
+        c.add(
+            "wrong-type",
+            "policy.cross_audit_peers",
+            "expected a mapping of site id to public key file, e.g. {A: keys/A.pem}",
+        )
+    else:
+        for site_id, key_path in peers_raw.items():
+            where = f"policy.cross_audit_peers.{site_id}"
+            if not _SITE_ID.match(str(site_id)):
+                c.add("invalid-value", where, "not a valid site id")
+                continue
+            path = _resolve(key_path, base_dir)
+            if not path.is_file():
+                c.add("missing-file", where, f"no public key file at {path}")
+            peers[str(site_id)] = path
+    encoders_raw = policy.get("encoders") or []
+    encoders: list[Path] = []
+    if not isinstance(encoders_raw, list):
+        c.add("wrong-type", "policy.encoders", "expected a list of encoder files")
+    else:
+        for index, entry in enumerate(encoders_raw):
+            path = _resolve(entry, base_dir)
+            if not path.is_file():
+                c.add("missing-file", f"policy.encoders[{index}]", f"no file at {path}")
+            encoders.append(path)
+    return c.settings(
+        policy,
+        "policy",
+        SitePolicy,
+        cross_audit_peers=peers,
+        encoders=tuple(encoders),
     )
 
 
@@ -324,7 +428,20 @@ def _read_privacy(
     audit = _read_audit(c, privacy)
     epsilon, delta = _read_budget(c, privacy)
     ledger = _resolve(privacy.get("ledger", PrivacySettings.ledger), base_dir)
-    return PrivacySettings(int(threshold), audit, epsilon, delta, ledger)
+    require_dp = privacy.get("require_dp_statistics", False)
+    if not isinstance(require_dp, bool):
+        c.add("wrong-type", "privacy.require_dp_statistics", "expected true or false")
+        require_dp = False
+    if require_dp and epsilon is None:
+        c.add(
+            "invalid-value",
+            "privacy.require_dp_statistics",
+            "noisy statistics are charged to a budget: set privacy.budget too",
+        )
+    secret = _resolve(privacy.get("secret", PrivacySettings.secret), base_dir)
+    return PrivacySettings(
+        int(threshold), audit, epsilon, delta, ledger, require_dp, secret
+    )
 
 
 def _read_budget(
@@ -409,6 +526,18 @@ def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str
             "audit": asdict(config.privacy.audit),
             **_budget_mapping(config.privacy),
             "ledger": rel(config.privacy.ledger),
+            "require_dp_statistics": config.privacy.require_dp_statistics,
+            "secret": rel(config.privacy.secret),
+        },
+        "policy": {
+            "max_histogram_bins": config.policy.max_histogram_bins,
+            "min_patients_per_class": config.policy.min_patients_per_class,
+            "max_outcome_releases": config.policy.max_outcome_releases,
+            "cross_audit_peers": {
+                site: rel(path)
+                for site, path in config.policy.cross_audit_peers.items()
+            },
+            "encoders": [rel(path) for path in config.policy.encoders],
         },
         "egress_log": rel(config.egress_log),
         "work_dir": rel(config.work_dir),
