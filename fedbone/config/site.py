@@ -37,8 +37,8 @@ Example (``configs/site.example.yaml`` documents every key)::
       secret: site-secret.key   # 0600, made by `fedbone site init`: seals the
                                 # ledger and egress log, signs released images
     policy:                     # what the centre may ask (site's, never the study's)
-      max_histogram_bins: 1000  # score histograms finer than this are refused
-      min_patients_per_class: 10  # fewer positives or negatives: no histograms
+      max_histogram_bins: 2000  # score histograms finer than this are refused
+      min_patients_per_class: 5  # fewer positives or negatives: no histograms
       max_outcome_releases: 3   # distinct outcome groupings per cohort + endpoint
       cross_audit_peers: {}     # site-id: public key file (audit only their signed
                                 # releases)
@@ -189,7 +189,8 @@ class SitePolicy:
     ----------
     max_histogram_bins
         Most bins a score histogram may have. Finer histograms locate each
-        patient's score; 1000 is what the study's pooled ROC needs.
+        patient's score; the study's pooled ROC needs 1000-2000 (the guard
+        refuses fewer than 1000).
     min_patients_per_class
         Fewest positive and fewest negative scans a validation split must
         hold for its score histograms to leave (below: withheld, like metrics).
@@ -205,8 +206,8 @@ class SitePolicy:
         never names a file at the site.
     """
 
-    max_histogram_bins: int = whole(1000, 10, 100_000)
-    min_patients_per_class: int = whole(10, 1, 100_000)
+    max_histogram_bins: int = whole(2000, 1000, 100_000)
+    min_patients_per_class: int = whole(5, 1, 100_000)
     max_outcome_releases: int = whole(3, 1, 1000)
     cross_audit_peers: Mapping[str, Path] = field(default_factory=dict)
     encoders: tuple[Path, ...] = ()

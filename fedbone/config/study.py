@@ -43,6 +43,7 @@ from fedbone.config.synthetic import (
     read_synthetic_training,
 )
 from fedbone.errors import ConfigError
+from fedbone.safe_names import is_safe_name
 
 __all__ = [
     "PHASES",
@@ -288,6 +289,14 @@ def study_config_from_mapping(
     name = str(study.get("name", "")).strip()
     if not name:
         c.add("missing-key", "study.name", "give the study a name, e.g. 'bm-fedavg'")
+    elif not is_safe_name(name) or len(name) > 100:
+        # the run is named <name>-<timestamp>; sites use it as a folder name
+        c.add(
+            "invalid-value",
+            "study.name",
+            "use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (sites keep the run's state in a folder of that name)",
+        )
     model = _read_model(c, raw)
     runs_dir = Path(str(c.section(raw, "output").get("runs_dir", StudyConfig.runs_dir)))
     config = c.settings(

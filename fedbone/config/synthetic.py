@@ -22,8 +22,8 @@ Three optional top-level sections of the study YAML::
                                 # to one scan; 0 disables
       fd_images_per_class: 64
       encoder: site             # site (trained at the site) | torchscript
-      encoder_path: null        # torchscript: a local file (e.g. Inception)
-      encoder_sha256: null
+      encoder_sha256: null      # torchscript: the sha256 of the file each site
+                                # lists in its policy.encoders (no path here)
       encoder_epochs: 4
       curation_epochs: 10       # the site's curation classifier
     synthesis:                  # phase `synthesize`
@@ -43,6 +43,7 @@ Site ids are checked against the census when the study runs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -166,18 +167,24 @@ def read_gan(c: SettingsCollector, raw: Mapping[str, Any]) -> GanSettings:
     g = c.section(raw, "gan")
     path, sha = g.get("encoder_path"), g.get("encoder_sha256")
     settings = c.settings(
-        g,
-        "gan",
-        GanSettings,
-        encoder_path=str(path) if path else None,
-        encoder_sha256=str(sha) if sha else None,
+        g, "gan", GanSettings, encoder_sha256=str(sha).lower() if sha else None
     )
-    if settings.encoder == "torchscript" and not (path and sha):
+    if path:
+        c.add(
+            "site-setting",
+            "gan.encoder_path",
+            "a study never names a file at a site (loading TorchScript runs its "
+            "code): name the encoder by encoder_sha256 and let each site list "
+            "the file in its own policy.encoders",
+        )
+    if settings.encoder == "torchscript" and not (
+        isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)
+    ):
         c.add(
             "missing-key",
-            "gan.encoder_path",
-            "a torchscript encoder needs a local file (encoder_path) and its "
-            "sha256 (encoder_sha256); nothing is downloaded",
+            "gan.encoder_sha256",
+            "a torchscript encoder is named by the sha256 of its file (64 hex "
+            "characters); each site lists the file in its policy.encoders",
         )
     if settings.steps < settings.rounds:
         c.add(

@@ -35,6 +35,7 @@ from fedbone.federation.kinds import (
     QUERY_VALIDATE,
     TRAIN,
 )
+from fedbone.safe_names import is_safe_name
 
 __all__ = ["REPLAYED_KINDS", "ReplyStore", "replay_mod", "request_digest"]
 
@@ -138,9 +139,11 @@ def replay_mod(
         if kind not in REPLAYED_KINDS or not message.has_content():
             return call_next(message, context)
         config = message.content.config_records.get(CONFIG_RECORD, ConfigRecord())
-        run_name = str(config.get("run-name", ""))
-        if not run_name:
+        run_name = config.get("run-name", "")
+        if not is_safe_name(run_name):
+            # no run (or a name that is no safe folder: the handler refuses it)
             return call_next(message, context)
+        assert isinstance(run_name, str)
         store = ReplyStore(
             work_dir_for(message, context) / "runs" / run_name / "replies"
         )

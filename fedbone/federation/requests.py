@@ -34,6 +34,7 @@ from fedbone.federation.study_messages import (
     synthesis_settings_from,
     train_spec_from,
 )
+from fedbone.safe_names import check_safe_name
 from fedbone.site.requests import (
     ClassifierEvaluateRequest,
     ClassifierTrainRequest,
@@ -75,6 +76,15 @@ GENERATOR_RECORD = "generator"
 """The federated generator sent with ``query.synthesize``."""
 
 
+def _run_name(config: ConfigRecord) -> str:
+    """Return the request's ``run-name``, refused unless a safe folder name.
+
+    A site keeps each run's state in ``<work_dir>/<area>/<run-name>/``: a
+    name the centre sends is checked before it can name a path.
+    """
+    return check_safe_name(config_str(config, "run-name"), "run-name")
+
+
 def _config(message: Message) -> ConfigRecord:
     return message.content.config_records[CONFIG_RECORD]
 
@@ -93,7 +103,7 @@ def gan_request(message: Message) -> GanRequest:
     config = _config(message)
     return GanRequest(
         task=config_str(config, "task"),
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         gan=gan_settings_from(config),
         classifier=classifier_spec_from(config),
         training=train_spec_from(config),
@@ -112,7 +122,7 @@ def train_request(message: Message, context: Context) -> TrainRequest:
         return gan_request(message)
     return ClassifierTrainRequest(
         task=config_str(config, "task"),
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         phase=config_str(config, "phase"),
         classifier=classifier_spec_from(config),
         training=train_spec_from(config),
@@ -131,7 +141,7 @@ def evaluate_request(message: Message, context: Context) -> EvaluateRequest:
     if _is_gan_phase(config):
         return GanEvaluateRequest(
             gan=gan_settings_from(config),
-            run_name=config_str(config, "run-name"),
+            run_name=_run_name(config),
             seed=config_int(config, "seed"),
         )
     return ClassifierEvaluateRequest(
@@ -147,7 +157,7 @@ def validate_request(message: Message) -> ValidateRequest:
     config = _config(message)
     return ValidateRequest(
         task=config_str(config, "task"),
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         phase=config_str(config, "phase"),
         classifier=classifier_spec_from(config),
         models=models_from(message.content),
@@ -186,7 +196,7 @@ def synthesize_request(message: Message) -> SynthesizeRequest:
         )
     return SynthesizeRequest(
         task=config_str(config, "task"),
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         settings=synthesis_settings_from(config),
         classifier=classifier_spec_from(config),
         seed=config_int(config, "seed"),
@@ -199,7 +209,7 @@ def receive_synthetic_request(message: Message) -> ReceiveSyntheticRequest:
     config = _config(message)
     pool = record_to_arrays(message.content.array_records[SYNTHETIC_RECORD])
     return ReceiveSyntheticRequest(
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         images=pool["images"],
         class_ids=pool["class-ids"],
         pool_sha256=config_str(config, "pool-sha256"),
@@ -210,7 +220,7 @@ def umap_request(message: Message) -> UmapRequest:
     """Decode ``query.umap``."""
     config = _config(message)
     return UmapRequest(
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         gan=gan_settings_from(config),
         seed=config_int(config, "seed"),
     )
@@ -228,7 +238,7 @@ def outcomes_request(message: Message) -> OutcomesRequest:
     settings = OutcomeRequest.from_config(config)
     (model,) = models_from(message.content).values()
     return OutcomesRequest(
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         phase=config_str(config, "phase"),
         classifier=classifier_spec_from(config),
         model=model,
@@ -246,7 +256,7 @@ def cox_request(message: Message) -> CoxRequest:
     """Decode ``query.outcome_cox``: one Newton step's coefficients."""
     config = _config(message)
     return CoxRequest(
-        run_name=config_str(config, "run-name"),
+        run_name=_run_name(config),
         endpoint=config_str(config, "endpoint"),
         cox_model=config_str(config, "cox-model"),
         beta=config_floats(config, "beta"),

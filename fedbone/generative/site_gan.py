@@ -61,6 +61,7 @@ from fedbone.models.weights import file_sha256
 from fedbone.privacy.dp_gan import DpGanSpec
 from fedbone.privacy.ledger import PrivacyLedger
 from fedbone.privacy.site_spending import plan_gan_release
+from fedbone.safe_names import run_folder
 
 __all__ = [
     "SELECTION_FILE",
@@ -96,7 +97,7 @@ class SiteGanOutcome:
 
 def gan_state_dir(work_dir: Path, run_name: str) -> Path:
     """Return the folder of one run's GAN state at a site."""
-    return Path(work_dir) / "gan" / run_name
+    return run_folder(work_dir, "gan", run_name)
 
 
 def labelled_class_rows(

@@ -45,6 +45,7 @@ from fedbone.generative.synthesis import SynthesisSpec, site_audit_inputs, synth
 from fedbone.generative.trainer import GanTrainer
 from fedbone.models import ClassifierSpec, build_classifier
 from fedbone.models.weights import file_sha256
+from fedbone.safe_names import run_folder
 
 __all__ = [
     "SiteRelease",
@@ -299,7 +300,7 @@ def umap_at_site(
 
 
 def _pool_dir(work_dir: Path, run_name: str) -> Path:
-    return Path(work_dir) / "synthetic" / run_name
+    return run_folder(work_dir, "synthetic", run_name)
 
 
 def store_received_pool(

@@ -28,6 +28,7 @@ from fedbone.data.cache import SiteCache
 from fedbone.errors import Problem
 from fedbone.models import ClassifierSpec, build_classifier
 from fedbone.models.parameters import load_arrays
+from fedbone.safe_names import run_folder
 from fedbone.validation.errors import EvaluationError
 
 __all__ = [
@@ -183,7 +184,7 @@ class OutcomeCohort:
 
 def cohort_path(work_dir: Path, run_name: str) -> Path:
     """Where a run's outcome cohort lives in the site's work folder."""
-    return Path(work_dir) / "runs" / run_name / "outcome-cohort.npz"
+    return run_folder(work_dir, "runs", run_name) / "outcome-cohort.npz"
 
 
 def first_scans(cache: SiteCache, split: str) -> npt.NDArray[np.int64]:

@@ -82,7 +82,17 @@ class SiteSecret:
         return hmac.new(self.mac_key(purpose), data, hashlib.sha256).hexdigest()
 
     def verify_mac(self, purpose: str, data: bytes, expected: str) -> bool:
-        """Whether ``expected`` is the MAC of ``data`` (compared in constant time)."""
+        """Whether ``expected`` is the MAC of ``data`` (compared in constant time).
+
+        Parameters
+        ----------
+        purpose
+            Which key (``"privacy-ledger"``, ``"egress-log"``...).
+        data
+            The bytes the MAC covers.
+        expected
+            The hex MAC found in the file.
+        """
         return hmac.compare_digest(self.mac(purpose, data), str(expected))
 
     def signing_key(self) -> Ed25519PrivateKey:
@@ -238,7 +248,17 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def verify_signature(key: Ed25519PublicKey, signature_hex: str, data: bytes) -> bool:
-    """Whether ``signature_hex`` is ``key``'s Ed25519 signature of ``data``."""
+    """Whether ``signature_hex`` is ``key``'s Ed25519 signature of ``data``.
+
+    Parameters
+    ----------
+    key
+        The signer's public key (from the verifying site's config).
+    signature_hex
+        The signature as sent (128 hex characters).
+    data
+        The bytes that were signed.
+    """
     try:
         key.verify(bytes.fromhex(str(signature_hex)), data)
     except (InvalidSignature, ValueError):

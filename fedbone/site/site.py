@@ -17,6 +17,7 @@ release is charged to its ledger before the result is returned.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -52,10 +53,16 @@ from fedbone.generative.site_synthesis import (
 from fedbone.outcomes.cohort import OutcomeCohort, cohort_path, score_outcome_cohort
 from fedbone.outcomes.private_counts import release_noisy_survival_counts
 from fedbone.outcomes.release import cohort_derivatives, outcome_release
+from fedbone.outcomes.release_log import OutcomeReleaseLog, cohort_key
 from fedbone.outcomes.stratified_cox import CoxDerivatives
 from fedbone.outcomes.survival_grid import TimeGrid
 from fedbone.privacy.ledger import PrivacyLedger
 from fedbone.privacy.site_spending import open_site_ledger, refuse_without_dp
+from fedbone.site.policy import (
+    check_histogram_bins,
+    require_noisy_statistics,
+    resolve_encoder,
+)
 from fedbone.site.requests import (
     CoxRequest,
     CrossAuditRequest,
@@ -82,6 +89,7 @@ from fedbone.validation.site import paired_components, validate_models
 __all__ = ["RELEASE_REGISTER_FILE", "Site"]
 
 RELEASE_REGISTER_FILE = "release-register.jsonl"
+OUTCOME_RELEASES_FILE = "outcome-releases.jsonl"
 
 
 class Site:
@@ -133,6 +141,15 @@ class Site:
     def release_register(self) -> ReleaseRegister:
         """The register of audit-released images (in the work folder)."""
         return ReleaseRegister(self.work_dir / RELEASE_REGISTER_FILE)
+
+    @cached_property
+    def outcome_release_log(self) -> OutcomeReleaseLog:
+        """The outcome groupings this site released (no differencing)."""
+        return OutcomeReleaseLog(
+            self.work_dir / OUTCOME_RELEASES_FILE,
+            max_releases=self.config.policy.max_outcome_releases,
+            min_difference=self.config.privacy.small_cell_threshold,
+        )
 
     def ledger(self, n_protected: int) -> PrivacyLedger:
         """Open the site's privacy ledger afresh (its hash chain is verified).
@@ -218,6 +235,7 @@ class Site:
         return self.ledger(len(self.cache.indices("train")))
 
     def _federated_gan_round(self, request: GanRequest, arrays: Arrays) -> RoundResult:
+        request = replace(request, gan=resolve_encoder(self.config, request.gan))
         ledger = self._gan_ledger(request.dp)
         with torch_threads(os.cpu_count()):
             result = federated_gan_round(
@@ -245,6 +263,7 @@ class Site:
         federated GAN (phase ``gan``) by FD, KID and precision/recall.
         """
         if isinstance(request, GanEvaluateRequest):
+            request = replace(request, gan=resolve_encoder(self.config, request.gan))
             with torch_threads(os.cpu_count()):
                 fidelity = evaluate_federated_gan(
                     self.cache,
@@ -271,6 +290,10 @@ class Site:
         Under the study's ``dp.statistics`` only noisy histograms are made,
         charged to the site's ledger.
         """
+        check_histogram_bins(self.config, request.bins)
+        require_noisy_statistics(
+            self.config, "score histograms", noisy=request.dp is not None
+        )
         if request.dp is not None:
             return self._validate_privately(request, request.dp)
         metrics = validate_models(
@@ -309,6 +332,7 @@ class Site:
 
     def paired(self, request: PairedRequest) -> dict[str, dict[str, float | int]]:
         """Sum DeLong components against the pooled distributions, by pair."""
+        require_noisy_statistics(self.config, "paired DeLong components", noisy=False)
         return paired_components(
             self.cache,
             request.task,
@@ -327,6 +351,7 @@ class Site:
         PrivacyError
             ``dp-required`` for a non-DP GAN at a site with a privacy budget.
         """
+        request = replace(request, gan=resolve_encoder(self.config, request.gan))
         ledger = self._gan_ledger(request.dp)
         with torch_threads(os.cpu_count()):  # the GAN runs alone at its site
             return train_site_generator(
@@ -352,6 +377,9 @@ class Site:
         seed = request.seed
         generator = request.generator
         if generator is not None:
+            generator = replace(
+                generator, gan=resolve_encoder(self.config, generator.gan)
+            )
             # Every site holds the same federated generator: draw other latents.
             seed = site_seed(seed, self.site_id)
             install_federated_generator(
@@ -392,7 +420,7 @@ class Site:
         """Coarse UMAP density grids of real vs released synthetic images."""
         return umap_at_site(
             self.cache,
-            request.gan,
+            resolve_encoder(self.config, request.gan),
             work_dir=self.work_dir,
             run_name=request.run_name,
             min_cell=self.config.privacy.small_cell_threshold,
@@ -413,6 +441,10 @@ class Site:
         the study's ``dp.statistics`` the survival counts are released noisy,
         charged to the site's ledger, instead of exactly.
         """
+        require_noisy_statistics(
+            self.config, "survival statistics", noisy=request.dp is not None
+        )
+        path = cohort_path(self.work_dir, request.run_name)
         cohort = score_outcome_cohort(
             self.cache,
             request.classifier,
@@ -421,7 +453,13 @@ class Site:
             threshold=request.threshold,
             endpoints=request.endpoints,
         )
-        cohort.save(cohort_path(self.work_dir, request.run_name))
+        self.outcome_release_log.admit(
+            cohort_key(self.cache.content_hash, request.split),
+            cohort,
+            request.endpoints,
+            run=request.run_name,
+        )
+        cohort.save(path)
         releases = outcome_release(
             cohort,
             request.endpoints,
@@ -447,6 +485,7 @@ class Site:
 
     def outcome_cox(self, request: CoxRequest) -> CoxDerivatives:
         """One Newton step: this site's stratum's log-likelihood and derivatives."""
+        require_noisy_statistics(self.config, "Cox fits", noisy=False)
         cohort = OutcomeCohort.load(cohort_path(self.work_dir, request.run_name))
         return cohort_derivatives(
             cohort,

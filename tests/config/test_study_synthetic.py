@@ -60,11 +60,31 @@ def test_every_generative_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert wheres >= {
         "gan.mode",
         "gan.steps",
-        "gan.encoder_path",
+        "gan.encoder_sha256",
         "gan.typo",
         "synthesis.classes",
         "synthetic_training.ratios",
     }
+
+
+def test_a_study_may_not_name_an_encoder_file_at_the_sites(tmp_path: Path) -> None:
+    # Prepare: the centre names a file (TorchScript runs code where it loads)
+    raw = _raw(
+        gan={
+            "encoder": "torchscript",
+            "encoder_path": "/tmp/evil.pt",
+            "encoder_sha256": "ab" * 32,
+        }
+    )
+
+    # Execute
+    with pytest.raises(ConfigError) as caught:
+        study_config_from_mapping(raw, base_dir=tmp_path)
+
+    # Assert
+    assert [(p.code, p.where) for p in caught.value.problems] == [
+        ("site-setting", "gan.encoder_path")
+    ]
 
 
 def test_federated_gan_mode_reads_its_rounds(tmp_path: Path) -> None:

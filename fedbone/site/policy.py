@@ -1,0 +1,119 @@
+"""The site's bounds on what the centre may ask, checked before any work.
+
+Every parameter of a request is chosen by the centre, which may be curious.
+The site's :class:`~fedbone.config.site.SitePolicy` (and its privacy settings)
+bound them; a request outside the bounds is refused with
+:class:`PolicyRefused`, whose problem codes reach the centre (through the
+egress guard's error reply) and whose full text stays in the site's egress
+log. ``docs/threat-model.md`` maps each check to the attack it answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+from fedbone.config.site import SiteConfig
+from fedbone.config.synthetic import GanSettings
+from fedbone.errors import Problem, ProblemsError
+
+__all__ = [
+    "PolicyRefused",
+    "check_histogram_bins",
+    "require_noisy_statistics",
+    "resolve_encoder",
+]
+
+
+class PolicyRefused(ProblemsError):  # noqa: N818 (reads as "the policy refused")
+    """A request the site's own policy does not allow; nothing was computed."""
+
+    kind = "request"
+
+
+def _refuse(site: SiteConfig, code: str, message: str, where: str) -> PolicyRefused:
+    return PolicyRefused(site.site_id, [Problem(code, message, where)])
+
+
+def check_histogram_bins(site: SiteConfig, bins: int) -> None:
+    """Refuse score histograms finer than the site allows.
+
+    Raises
+    ------
+    PolicyRefused
+        ``too-many-bins`` above ``policy.max_histogram_bins``.
+    """
+    limit = site.policy.max_histogram_bins
+    if bins > limit:
+        raise _refuse(
+            site,
+            "too-many-bins",
+            f"{bins} histogram bins asked, this site allows at most {limit}: finer "
+            "histograms would locate each patient's score",
+            "policy.max_histogram_bins",
+        )
+
+
+def require_noisy_statistics(site: SiteConfig, what: str, *, noisy: bool) -> None:
+    """Refuse exact statistics at a site that requires noisy ones.
+
+    Parameters
+    ----------
+    site
+        The site's config (``privacy.require_dp_statistics``).
+    what
+        The statistic asked for, for the message.
+    noisy
+        Whether the request asked for noisy (DP) statistics.
+
+    Raises
+    ------
+    PolicyRefused
+        ``dp-statistics-required``.
+    """
+    if site.privacy.require_dp_statistics and not noisy:
+        raise _refuse(
+            site,
+            "dp-statistics-required",
+            f"this site releases {what} only under differential privacy; the "
+            "study must set dp.statistics (exact statistics and Cox fits are "
+            "refused here)",
+            "privacy.require_dp_statistics",
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_encoder(site: SiteConfig, gan: GanSettings) -> GanSettings:
+    """Point the study's GAN settings at an encoder file the site approved.
+
+    The study names a TorchScript encoder only by its sha256; the file is one
+    the site listed in ``policy.encoders``. A path the centre sent is never
+    opened: loading TorchScript runs code, so it must be the site's choice.
+
+    Raises
+    ------
+    PolicyRefused
+        ``encoder-not-approved`` when no listed file has the requested sha256.
+    """
+    if gan.encoder != "torchscript":
+        return replace(gan, encoder_path=None)
+    wanted = str(gan.encoder_sha256 or "").lower()
+    for path in site.policy.encoders:
+        if path.is_file() and _sha256(path) == wanted:
+            return replace(gan, encoder_path=str(path))
+    raise _refuse(
+        site,
+        "encoder-not-approved",
+        f"the study names a TorchScript encoder (sha256 {wanted[:12]}...) that "
+        "is not among this site's policy.encoders; a site loads only encoder "
+        "files it listed itself",
+        "policy.encoders",
+    )
