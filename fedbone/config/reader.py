@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 __all__ = [
+    "MAX_YAML_BYTES",
+    "MAX_YAML_DEPTH",
     "SettingsCollector",
     "choice",
     "flag",
@@ -399,15 +401,179 @@ def require_mapping(raw: Any, subject: str) -> Mapping[str, Any]:
     return raw
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file, or raise ConfigError saying why it cannot be read."""
+#: A site or study YAML is a few KiB; anything above this is refused unread.
+MAX_YAML_BYTES = 1 << 20
+#: Nested mappings and lists allowed; the deepest real config nests 4.
+MAX_YAML_DEPTH = 64
+
+
+class _RefusedError(Exception):
+    """A YAML construct refused while composing (alias, anchor, nesting)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _line(mark: Any) -> str:
+    return f"line {mark.line + 1}" if mark is not None else ""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """A safe loader for settings files: no aliases, bounded nesting.
+
+    Anchors and aliases are refused outright (settings never need them and
+    they are how a few hundred bytes expand to gigabytes, the "billion
+    laughs"). Nesting is counted while composing, so a deep document is
+    refused long before Python's recursion limit. Duplicate mapping keys are
+    gathered, not silently resolved to the last one.
+    """
+
+    def __init__(self, text: str, max_depth: int) -> None:
+        super().__init__(text)
+        self.max_depth = max_depth
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            raise _RefusedError(
+                Problem(
+                    "yaml-alias",
+                    f"YAML {kind} {event.anchor!r} refused: settings files may not "
+                    "use anchors (&name) or aliases (*name); write the values out",
+                    _line(event.start_mark),
+                )
+            )
+        if not isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > self.max_depth:
+                raise _RefusedError(
+                    Problem(
+                        "too-deep",
+                        f"mappings and lists nest deeper than {self.max_depth} "
+                        "levels; a settings file never needs that",
+                        _line(event.start_mark),
+                    )
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def duplicate_keys(self, root: yaml.Node) -> list[Problem]:
+        """Return one ``duplicate-key`` problem per key given twice in a mapping.
+
+        The tree is walked with an explicit stack (no recursion); keys are
+        compared as constructed (``on`` and ``true`` are the same key).
+        """
+        problems: list[tuple[int, Problem]] = []
+        stack: list[tuple[yaml.Node, str]] = [(root, "")]
+        while stack:
+            node, where = stack.pop()
+            if isinstance(node, yaml.SequenceNode):
+                stack += [(v, f"{where}[{i}]") for i, v in enumerate(node.value)]
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            lines: dict[Any, list[int]] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(
+                    ":merge"
+                ):
+                    continue
+                key = self.construct_object(key_node)
+                place = f"{where}.{key}" if where else str(key)
+                stack.append((value_node, place))
+                try:
+                    lines.setdefault(key, []).append(key_node.start_mark.line + 1)
+                except TypeError:  # unhashable: the constructor reports it
+                    continue
+            for key, found in lines.items():
+                if len(found) > 1:
+                    place = f"{where}.{key}" if where else str(key)
+                    listed = ", ".join(str(n) for n in found)
+                    problem = Problem(
+                        "duplicate-key",
+                        f"given {len(found)} times (lines {listed}); YAML would "
+                        "keep only the last one silently: keep one",
+                        place,
+                    )
+                    problems.append((found[0], problem))
+        return [problem for _, problem in sorted(problems, key=lambda p: p[0])]
+
+
+def _problem(path: Path, code: str, message: str, where: str = "") -> ConfigError:
+    return ConfigError(path, [Problem(code, message, where)])
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """Return the file's bytes, refusing one larger than ``max_bytes``."""
+    too_large = (
+        f"the file is larger than {max_bytes} bytes; a settings file is a few "
+        "KiB, check that the right file is named"
+    )
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > max_bytes:
+            raise _problem(path, "file-too-large", too_large)
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
     except OSError as exc:
-        raise ConfigError(
-            path, [Problem("unreadable-file", f"cannot read the file: {exc}")]
+        raise _problem(path, "unreadable-file", f"cannot read the file: {exc}") from exc
+    if len(data) > max_bytes:  # grew since, or a device without a size
+        raise _problem(path, "file-too-large", too_large)
+    return data
+
+
+def read_yaml(
+    path: Path, *, max_bytes: int = MAX_YAML_BYTES, max_depth: int = MAX_YAML_DEPTH
+) -> Any:
+    """Parse a settings YAML file, or raise ConfigError saying why it cannot be read.
+
+    Parameters
+    ----------
+    path
+        The file.
+    max_bytes
+        Larger files are refused before parsing (``file-too-large``).
+    max_depth
+        Deeper nesting of mappings and lists is refused (``too-deep``).
+
+    Raises
+    ------
+    ConfigError
+        Codes: ``unreadable-file``, ``file-too-large``, ``not-utf8``,
+        ``invalid-yaml``, ``yaml-alias`` (anchors and aliases are refused),
+        ``too-deep``, and ``duplicate-key`` (every key given twice, each with
+        its lines).
+    """
+    data = _read_bounded(path, max_bytes)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _problem(
+            path,
+            "not-utf8",
+            f"byte {exc.start} ({data[exc.start : exc.start + 1]!r}) is not UTF-8; "
+            "save the file as UTF-8",
+            f"line {line}",
         ) from exc
+    loader = _ConfigLoader(text, max_depth)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        ConfigError.raise_if_any(path, loader.duplicate_keys(root))
+        return loader.construct_document(root)
+    except _RefusedError as exc:
+        raise ConfigError(path, [exc.problem]) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            path, [Problem("invalid-yaml", f"not valid YAML: {exc}")]
-        ) from exc
+        raise _problem(path, "invalid-yaml", f"not valid YAML: {exc}") from exc
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # A value YAML accepts but Python cannot build (2024-13-45, a
+        # 5,000-digit integer).
+        raise _problem(path, "invalid-yaml", f"not a usable value: {exc}") from exc
+    finally:
+        loader.dispose()

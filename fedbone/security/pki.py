@@ -13,6 +13,10 @@ the PEM bytes to gRPC; ``flower-supernode --auth-supernode-private-key`` uses
 uses ``load_ssh_public_key`` and requires a NIST curve. A hospital receives
 ``ca.crt`` and its own ``sites/<site>/`` folder, nothing else.
 
+Every folder this module creates is owner-only (0700) and every private key
+0600, whatever the umask; an existing folder others can enter is left as it
+is, with a warning naming the ``chmod`` that closes it.
+
 Checking the server certificate and the fingerprints live in
 :mod:`fedbone.security.certificate_checks`; they are re-exported here.
 """
@@ -65,6 +69,7 @@ _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _PRIVATE_MODE = 0o600
 _PUBLIC_MODE = 0o644
+_FOLDER_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,7 @@ def create_study_pki(
     _write(pki.server_certificate, server_cert.public_bytes(serialization.Encoding.PEM))
     for site in sites:
         _write_site_keys(pki, site)
+    _warn_open_folders(pki, sites)
     logger.info("study PKI for %r written to %s", study, pki.root)
     return pki
 
@@ -235,6 +241,7 @@ def add_site_keys(root: Path, sites: Sequence[str], *, force: bool = False) -> S
     _refuse_overwrite(pki, [f for s in sites for f in _site_files(pki, s)], force)
     for site in sites:
         _write_site_keys(pki, site)
+    _warn_open_folders(pki, sites)
     return pki
 
 
@@ -342,7 +349,7 @@ def _write_site_keys(pki: StudyPki, site: str) -> None:
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    pki.site_folder(site).mkdir(parents=True, exist_ok=True)
+    _private_folder(pki.site_folder(site))
     _write(pki.site_private_key(site), private, _PRIVATE_MODE)
     _write(pki.site_public_key(site), public + f" fedbone-site-{site}\n".encode())
 
@@ -361,7 +368,7 @@ def _write(path: Path, data: bytes, mode: int = _PUBLIC_MODE) -> None:
     The file is created with its final permissions by ``os.open`` so a private
     key is never readable by others, not even for a moment, then renamed over.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_folder(path.parent)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.unlink(missing_ok=True)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -386,6 +393,41 @@ def _write(path: Path, data: bytes, mode: int = _PUBLIC_MODE) -> None:
                 )
             ],
         )
+
+
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` and its missing parents owner-only (0700).
+
+    ``mkdir``'s mode is narrowed by the umask, never widened, and a umask such
+    as 0o700 would leave the owner locked out, so each created folder is
+    ``chmod``-ed to 0700 at once. Existing folders are not touched.
+    """
+    missing: list[Path] = []
+    current = folder
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=_FOLDER_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: left as it is
+        path.chmod(_FOLDER_MODE)
+
+
+def _warn_open_folders(pki: StudyPki, sites: Iterable[str]) -> None:
+    """Warn about each PKI folder that group or others may enter or list."""
+    folders = [pki.root, pki.root / "sites", *(pki.site_folder(s) for s in sites)]
+    for folder in folders:
+        mode = folder.stat().st_mode & 0o777 if folder.is_dir() else 0
+        if mode & 0o077:
+            logger.warning(
+                "PKI folder %s is mode %o: other users can list the study's key "
+                "files; run `chmod 700 %s`",
+                folder,
+                mode,
+                folder,
+            )
 
 
 # --- arguments ------------------------------------------------------------------

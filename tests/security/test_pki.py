@@ -72,6 +72,28 @@ def test_writes_the_layout_with_owner_only_private_keys(pki: StudyPki) -> None:
     assert not list(pki.root.rglob(".*.tmp"))
 
 
+def test_created_folders_are_owner_only_and_an_open_one_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: an existing root others can enter; the rest is created here.
+    root = tmp_path / "study"
+    root.mkdir()
+    root.chmod(0o755)
+
+    # Execute
+    with caplog.at_level("WARNING", logger="fedbone.security.pki"):
+        pki = _create(root)
+
+    # Assert
+    created = [root / "sites", pki.site_folder("A"), pki.site_folder("B")]
+    assert [_mode(f) for f in created] == [0o700] * 3
+    assert _mode(root) == 0o755
+    assert [r.getMessage() for r in caplog.records if "chmod 700" in r.message] == [
+        f"PKI folder {root} is mode 755: other users can list the study's key "
+        f"files; run `chmod 700 {root}`"
+    ]
+
+
 def test_server_certificate_names_every_host_and_is_for_servers(
     pki: StudyPki,
 ) -> None:

@@ -14,7 +14,12 @@ used offline, so a site checks the FAB itself before Flower installs it:
 - every other member is inert data (``.toml``, ``.md``, ``.yaml``, ...): no
   ``.so``, ``.pyc`` or ``.pth`` that Python could load;
 - no member path escapes the app folder;
-- the FAB's ``pyproject.toml`` names our ClientApp, ``sites.app:app``.
+- the FAB's ``pyproject.toml`` names our ClientApp, ``sites.app:app``;
+- the zip is no zip bomb: the member count, each member's size and the total
+  size once extracted are bounded (:class:`FabLimits`), read from the zip's
+  central directory without inflating anything. Python's ``zipfile``, which
+  Flower extracts with, never writes more than a member's declared size, so
+  the declared sizes bound what the install writes.
 
 :mod:`fedbone.federation.deployment.pinned_clientapp` runs Flower's own
 ``flwr-clientapp`` with that check in front of the install; ``fedbone site
@@ -34,6 +39,7 @@ import tomllib
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -44,6 +50,7 @@ __all__ = [
     "EXPECTED_CLIENTAPP",
     "PINNED_PACKAGES",
     "AppNotAllowedError",
+    "FabLimits",
     "check_fab",
     "fab_problems",
     "installed_package_dirs",
@@ -68,6 +75,28 @@ _FIX_VERSION = (
     "install the same fedbone version at the site, or ask the centre which "
     "version it runs"
 )
+
+
+@dataclass(frozen=True)
+class FabLimits:
+    """Bounds on what a FAB may unpack to, checked before Flower extracts it.
+
+    The project's own FAB holds about 200 members and 1.5 MiB; the defaults
+    leave ample room while keeping a bomb (a few KiB inflating to GiB) out.
+
+    Parameters
+    ----------
+    max_members
+        Zip entries, directories included.
+    max_member_bytes
+        Uncompressed size of any one member.
+    max_total_bytes
+        Uncompressed size of all members together.
+    """
+
+    max_members: int = 10_000
+    max_member_bytes: int = 8 << 20
+    max_total_bytes: int = 64 << 20
 
 
 class AppNotAllowedError(ProblemsError):
@@ -224,7 +253,46 @@ def _study_label(config: Mapping[str, Any]) -> str:
     return "the FAB"
 
 
-def fab_problems(fab_content: bytes, installed: Mapping[str, Path]) -> list[Problem]:
+def _size_problems(
+    infos: Sequence[zipfile.ZipInfo], limits: FabLimits
+) -> list[Problem]:
+    """Refuse a zip bomb from its central directory, inflating nothing."""
+    bomb = "refuse this FAB and tell the centre, `flwr build` makes no such bundle"
+    if len(infos) > limits.max_members:
+        return [
+            Problem(
+                "too-many-members",
+                f"the FAB holds {len(infos)} members, more than "
+                f"{limits.max_members}; {bomb}",
+            )
+        ]
+    problems = [
+        Problem(
+            "member-too-large",
+            f"the member unpacks to {info.file_size} bytes, more than "
+            f"{limits.max_member_bytes} ({info.compress_size} bytes packed); {bomb}",
+            info.filename,
+        )
+        for info in infos
+        if info.file_size > limits.max_member_bytes
+    ]
+    total = sum(info.file_size for info in infos)
+    if total > limits.max_total_bytes:
+        problems.append(
+            Problem(
+                "fab-too-large",
+                f"the FAB unpacks to {total} bytes, more than "
+                f"{limits.max_total_bytes}; {bomb}",
+            )
+        )
+    return problems
+
+
+def fab_problems(
+    fab_content: bytes,
+    installed: Mapping[str, Path],
+    limits: FabLimits | None = None,
+) -> list[Problem]:
     """List every reason not to run a FAB at this site.
 
     Parameters
@@ -234,14 +302,18 @@ def fab_problems(fab_content: bytes, installed: Mapping[str, Path]) -> list[Prob
     installed
         Pinned package name -> its installed folder
         (:func:`installed_package_dirs`).
+    limits
+        Bounds on the unpacked size; default :class:`FabLimits`.
 
     Returns
     -------
     list[Problem]
         Empty when the FAB holds only installed code and inert data. Codes:
-        ``bad-fab``, ``unsafe-path``, ``foreign-code``, ``unknown-code``,
-        ``changed-code``, ``foreign-file``, ``missing-pyproject``,
-        ``bad-pyproject``, ``other-clientapp``; ``where`` is the member path.
+        ``bad-fab``, ``too-many-members``, ``member-too-large``,
+        ``fab-too-large`` (a zip bomb: then nothing else is checked),
+        ``unsafe-path``, ``foreign-code``, ``unknown-code``, ``changed-code``,
+        ``foreign-file``, ``missing-pyproject``, ``bad-pyproject``,
+        ``other-clientapp``; ``where`` is the member path.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(fab_content))
@@ -255,6 +327,9 @@ def fab_problems(fab_content: bytes, installed: Mapping[str, Path]) -> list[Prob
         ]
     with archive:
         infos = archive.infolist()
+        too_large = _size_problems(infos, limits or FabLimits())
+        if too_large:
+            return too_large
         # The last entry of a name is the one extracted and the one read.
         pyproject = {info.filename: info for info in infos}.get(_PYPROJECT)
         problems, config = _pyproject_problems(archive, pyproject)
@@ -291,7 +366,11 @@ def fab_problems(fab_content: bytes, installed: Mapping[str, Path]) -> list[Prob
     return problems
 
 
-def check_fab(fab_content: bytes, installed: Mapping[str, Path] | None = None) -> None:
+def check_fab(
+    fab_content: bytes,
+    installed: Mapping[str, Path] | None = None,
+    limits: FabLimits | None = None,
+) -> None:
     """Refuse a FAB whose code is not the code installed at this site.
 
     Parameters
@@ -300,6 +379,8 @@ def check_fab(fab_content: bytes, installed: Mapping[str, Path] | None = None) -
         The FAB (zip) bytes.
     installed
         Pinned package folders; default :func:`installed_package_dirs`.
+    limits
+        Bounds on the unpacked size; default :class:`FabLimits`.
 
     Raises
     ------
@@ -308,4 +389,4 @@ def check_fab(fab_content: bytes, installed: Mapping[str, Path] | None = None) -
     """
     folders = installed_package_dirs() if installed is None else installed
     subject = f"sha256 {_sha256(fab_content)[:12]}"
-    AppNotAllowedError.raise_if_any(subject, fab_problems(fab_content, folders))
+    AppNotAllowedError.raise_if_any(subject, fab_problems(fab_content, folders, limits))

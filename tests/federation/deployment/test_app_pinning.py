@@ -23,6 +23,7 @@ from flwr.cli.build import build_fab_from_disk, build_fab_from_files
 
 from fedbone.federation.deployment.app_pinning import (
     AppNotAllowedError,
+    FabLimits,
     check_fab,
     fab_problems,
     installed_package_dirs,
@@ -223,6 +224,34 @@ def test_not_a_zip_is_refused() -> None:
 
     # Assert
     assert [p.code for p in problems] == ["bad-fab"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "codes"),
+    [
+        (FabLimits(max_members=10), ["too-many-members"]),
+        (FabLimits(max_member_bytes=1000), ["member-too-large"]),
+        (FabLimits(max_total_bytes=10_000), ["fab-too-large"]),
+    ],
+    ids=["members", "member-size", "total-size"],
+)
+def test_a_fab_past_a_size_bound_is_refused_unread(
+    limits: FabLimits, codes: list[str]
+) -> None:
+    # Prepare: 20 inert members of 2,000 bytes each (40,000 bytes in all).
+    fab = _fab_with({f"configs/c{i}.yaml": b"#" * 2000 for i in range(20)})
+    members = zipfile.ZipFile(io.BytesIO(fab)).infolist()
+
+    # Execute
+    problems = fab_problems(fab, INSTALLED, limits)
+
+    # Assert
+    assert sorted({p.code for p in problems}) == codes
+    if codes == ["member-too-large"]:
+        big = {m.filename for m in members if m.file_size > 1000}
+        assert {p.where for p in problems} == big
+    with pytest.raises(AppNotAllowedError):
+        check_fab(fab, INSTALLED, limits)
 
 
 def test_every_problem_is_kept_and_a_long_list_is_shortened() -> None:
