@@ -24,9 +24,12 @@ from itertools import product
 __all__ = [
     "CENSUS_KEYS",
     "CONFIG_RECORD",
+    "COX_COVARIATES",
     "COX_DERIVATIVES_KEYS",
     "EVALUATE",
     "MAX_COX_COVARIATES",
+    "MAX_KEY_LENGTH",
+    "MAX_RECORD_KEYS",
     "MODEL_RECORD_PREFIX",
     "OUTCOME_STATUS_RECORD",
     "PHASE_CENSUS",
@@ -320,9 +323,24 @@ _SURVIVAL_KEYS = frozenset(
     {"resolution-days", "horizon-days", "at-risk-{name}", "events-{name}"}
     | {"censored-{name}"}
 )
+#: Every covariate of the Cox models (mirrors fedbone.outcomes.cohort.COX_MODELS):
+#: site fits and PH checks name only these, never a free-form key.
+COX_COVARIATES: Mapping[str, tuple[str, ...]] = {
+    "crude": ("predicted-positive",),
+    "adjusted": ("predicted-positive", "age-per-year", "male"),
+}
+_ALL_COVARIATES = sorted({c for cs in COX_COVARIATES.values() for c in cs})
 _SITE_COX_KEYS = frozenset(
-    {"coef-{name}", "variance-{name}", "num-patients", "num-events"}
+    {f"{part}-{c}" for part in ("coef", "variance") for c in _ALL_COVARIATES}
+    | {"num-patients", "num-events"}
 )
+_PH_KEYS = frozenset(
+    {f"{part}-{c}" for part in ("statistic", "p-value") for c in _ALL_COVARIATES}
+)
+MAX_RECORD_KEYS = 64
+"""Most keys any metric or config record of a reply may hold."""
+MAX_KEY_LENGTH = 64
+"""Longest key (characters) a reply's record may use."""
 OUTCOME_STATUS_RECORD = "outcome-status"
 """ConfigRecord of an outcome reply: ``<endpoint>-<part>`` -> status code."""
 COX_DERIVATIVES_KEYS = frozenset(
@@ -490,7 +508,7 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                     "ph-{name}",
                     RecordType.METRICS,
                     ValueRule.SCALARS,
-                    frozenset({"statistic-{name}", "p-value-{name}"}),
+                    _PH_KEYS,
                 ),
                 RecordSpec(
                     OUTCOME_STATUS_RECORD,

@@ -105,6 +105,15 @@ class EgressGuard:
         Finds synthetic images the site's audit did not release (usually
         :meth:`fedbone.generative.release_register.ReleaseRegister.unreleased`);
         without it no image may leave.
+    max_histogram_bins
+        Most bins a ``histograms-*`` list may have (``policy.max_histogram_bins``).
+    min_patients_per_class
+        With 1 to this minus one positive or negative scans, a validation
+        reply's metrics *and* score histograms are withheld
+        (``policy.min_patients_per_class``; the small-cell threshold if larger).
+    require_private_statistics
+        Refuse every exact statistic about the site's patients
+        (``privacy.require_dp_statistics``).
     """
 
     def __init__(
@@ -113,6 +122,9 @@ class EgressGuard:
         small_cell_threshold: int = 5,
         min_histogram_bins: int = 1000,
         release_check: ReleaseCheck | None = None,
+        max_histogram_bins: int = 100_000,
+        min_patients_per_class: int = 1,
+        require_private_statistics: bool = False,
     ) -> None:
         if small_cell_threshold < 1 or min_histogram_bins < 1:
             raise ValueError(
@@ -122,6 +134,9 @@ class EgressGuard:
         self.small_cell_threshold = small_cell_threshold
         self.min_histogram_bins = min_histogram_bins
         self.release_check = release_check
+        self.max_histogram_bins = max_histogram_bins
+        self.min_class = max(small_cell_threshold, min_patients_per_class)
+        self.require_private_statistics = require_private_statistics
 
     def screen(
         self, request: Message | RequestSnapshot, reply_content: RecordDict
@@ -157,6 +172,8 @@ class EgressGuard:
             min_histogram_bins=self.min_histogram_bins,
             small_cell_threshold=self.small_cell_threshold,
             release_check=self.release_check,
+            max_histogram_bins=self.max_histogram_bins,
+            require_private_statistics=self.require_private_statistics,
         )
         EgressRefused.raise_if_any(snapshot.kind, problems)
         screened, suppressed = self._suppress_small_cells(snapshot, reply_content)
@@ -182,10 +199,11 @@ class EgressGuard:
         }
         # All models are scored on the same patients: one small class count
         # withholds every per-site metric and paired test of the reply.
+        # The score histograms too: they would show the few patients' scores.
         withhold = any(
             rules[name] is ValueRule.SITE_METRICS
             and isinstance(record, MetricRecord)
-            and self._has_small_cell(record, ("n-pos", "n-neg"))
+            and self._has_small_cell(record, ("n-pos", "n-neg"), self.min_class)
             for name, record in content.items()
         )
         screened = RecordDict()
@@ -203,15 +221,26 @@ class EgressGuard:
                 record = MetricRecord(
                     {k: -1 if k in _COUNT_KEYS else math.nan for k in record}
                 )
+            elif withhold and rule is ValueRule.HISTOGRAMS:
+                # empty bins: the pooled histograms simply lack this site
+                suppressed.append(name)
+                record = MetricRecord(
+                    {
+                        k: [0] * len(v) if isinstance(v, list) else v
+                        for k, v in record.items()
+                    }
+                )
             screened[name] = record
         if suppressed:
             screened[SUPPRESSED_RECORD] = ConfigRecord({SUPPRESSED_KEYS: suppressed})
         return screened, tuple(suppressed)
 
-    def _has_small_cell(self, record: MetricRecord, keys: Sequence[str]) -> bool:
+    def _has_small_cell(
+        self, record: MetricRecord, keys: Sequence[str], minimum: int | None = None
+    ) -> bool:
+        limit = self.small_cell_threshold if minimum is None else minimum
         return any(
-            isinstance(record.get(k), int)
-            and 0 < int(record[k]) < self.small_cell_threshold  # type: ignore[arg-type]
+            isinstance(record.get(k), int) and 0 < int(record[k]) < limit  # type: ignore[arg-type]
             for k in keys
         )
 

@@ -9,6 +9,7 @@ to the server as the error reply.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,15 @@ from fedbone.federation.egress.synthetic_rules import (
 )
 from fedbone.federation.kinds import (
     CONFIG_RECORD,
+    COX_COVARIATES,
+    MAX_KEY_LENGTH,
+    MAX_RECORD_KEYS,
     MODEL_RECORD_PREFIX,
     OUTCOME_STATUS_RECORD,
     PRIVACY_RECORD,
+    QUERY_OUTCOME_COX,
     QUERY_OUTCOMES,
+    QUERY_PAIRED,
     QUERY_VALIDATE,
     REPLY_SPECS,
     SUPPRESSED_RECORD,
@@ -82,6 +88,7 @@ class RequestSnapshot:
     arrays: Mapping[str, Mapping[str, ArraySignature]]
     models: frozenset[str]
     private_statistics: bool = False
+    cox_model: str = ""
 
     @classmethod
     def of(cls, message: Message) -> RequestSnapshot:
@@ -103,6 +110,7 @@ class RequestSnapshot:
                 if name.startswith(MODEL_RECORD_PREFIX)
             ),
             private_statistics=_positive(config.get("dp-stat-epsilon", 0.0)),
+            cox_model=str(config.get("cox-model", "")),
         )
 
 
@@ -250,6 +258,8 @@ class _Limits:
     min_histogram_bins: int
     small_cell_threshold: int
     release_check: ReleaseCheck | None
+    max_histogram_bins: int = 100_000
+    require_private_statistics: bool = False
 
 
 def _check_metric_value(
@@ -277,6 +287,16 @@ def _check_metric_value(
                 Problem(
                     "not-a-histogram",
                     f"expected list[int] bin counts, got {_value_type(value)}",
+                    where,
+                )
+            ]
+        if rule is ValueRule.HISTOGRAMS and len(value) > limits.max_histogram_bins:
+            return [
+                Problem(
+                    "long-histogram",
+                    f"{len(value)} bins, more than the {limits.max_histogram_bins} "
+                    "this site allows (policy.max_histogram_bins): finer bins "
+                    "would locate each patient's score",
                     where,
                 )
             ]
@@ -315,15 +335,61 @@ def _check_metric_value(
 def _check_keys(
     name: str, record: Collection[str], spec: RecordSpec, models: Collection[str]
 ) -> list[Problem]:
+    most = MAX_AUDIT_KEYS if spec.rule is ValueRule.AUDIT_SUMMARY else MAX_RECORD_KEYS
+    if len(record) > most:
+        # keys are content too: many keys could spell out per-patient values
+        return [
+            Problem(
+                "too-many-keys",
+                f"{len(record)} keys, more than the {most} a {spec.name!r} "
+                "record may hold; send aggregates",
+                name,
+            )
+        ]
     allowed = ", ".join(sorted(spec.keys))
-    return [
+    problems = [
+        Problem(
+            "long-key",
+            f"a key of {len(key)} characters, more than {MAX_KEY_LENGTH}",
+            f"{name}/{key[:MAX_KEY_LENGTH]}...",
+        )
+        for key in record
+        if len(key) > MAX_KEY_LENGTH
+    ]
+    return problems + [
         Problem(
             "unexpected-key",
             f"not a key a {spec.name!r} record may hold; allowed: {allowed}",
             f"{name}/{key}",
         )
         for key in record
-        if not any(template_matches(t, key, models) for t in spec.keys)
+        if len(key) <= MAX_KEY_LENGTH
+        and not any(template_matches(t, key, models) for t in spec.keys)
+    ]
+
+
+#: An audit summary holds a few dozen figures per class and image group.
+MAX_AUDIT_KEYS = 256
+
+_STATUS_CODE = re.compile(r"[a-z]+(?:-[a-z]+)*")  # letters only: no ids
+_MAX_STATUS = 40
+
+
+def _check_status_value(where: str, value: Any) -> list[Problem]:
+    """Refuse an outcome status that is not a short kebab-case code."""
+    if (
+        isinstance(value, str)
+        and len(value) <= _MAX_STATUS
+        and _STATUS_CODE.fullmatch(value)
+    ):
+        return []
+    return [
+        Problem(
+            "not-a-status-code",
+            "expected a kebab-case status code of letters and hyphens, at most "
+            f"{_MAX_STATUS} characters (included, too-few-patients...)",
+            where,
+        )
     ]
 
 
@@ -390,16 +456,122 @@ def _check_record(
             noisy=spec.rule is ValueRule.NOISY_SURVIVAL_COUNTS,
         )
     if spec.rule is ValueRule.COX_DERIVATIVES:
-        return problems + cox_derivative_problems(
-            name, record, small_cell_threshold=limits.small_cell_threshold
+        return (
+            problems
+            + cox_derivative_problems(
+                name, record, small_cell_threshold=limits.small_cell_threshold
+            )
+            + _cox_size_problems(name, record, request.cox_model)
         )
+    if problems and any(p.code == "too-many-keys" for p in problems):
+        return problems
     for key, value in record.items():
         where = f"{name}/{key}"
         if isinstance(record, MetricRecord):
             problems += _check_metric_value(where, key, value, spec.rule, limits)
+        elif name == OUTCOME_STATUS_RECORD:
+            problems += _check_status_value(where, value)
         else:
             problems += _check_config_value(where, value)
     return problems
+
+
+def _cox_size_problems(name: str, record: Any, cox_model: str) -> list[Problem]:
+    """Tie the derivatives' size to the requested model; events within patients."""
+    problems = []
+    covariates = COX_COVARIATES.get(cox_model)
+    gradient = record.get("gradient")
+    if covariates is None:
+        problems.append(
+            Problem(
+                "unknown-cox-model",
+                f"the request named no Cox model this site fits ({cox_model!r})",
+                name,
+            )
+        )
+    elif isinstance(gradient, list) and len(gradient) != len(covariates):
+        problems.append(
+            Problem(
+                "bad-gradient",
+                f"{len(gradient)} values; the {cox_model} model has "
+                f"{len(covariates)} covariates",
+                f"{name}/gradient",
+            )
+        )
+    patients, events = record.get("num-patients"), record.get("num-events")
+    if isinstance(patients, int) and isinstance(events, int) and events > patients:
+        problems.append(
+            Problem("bad-count", "more events than patients", f"{name}/num-events")
+        )
+    return problems
+
+
+def _histogram_count_problems(content: RecordDict) -> list[Problem]:
+    """Exact histograms add up to the reply's own class counts, for every model.
+
+    Every model is scored on the same patients, so each ``histograms-<model>``
+    must hold exactly ``n-pos`` positives and ``n-neg`` negatives, the counts
+    of its ``metrics-<model>`` record; anything else is not a histogram of
+    this site's patients.
+    """
+    problems: list[Problem] = []
+    counts: set[tuple[object, object]] = set()
+    for name, record in content.metric_records.items():
+        if not name.startswith("histograms-"):
+            continue
+        model = name.removeprefix("histograms-")
+        metrics = content.metric_records.get(f"metrics-{model}")
+        if metrics is None:
+            problems.append(
+                Problem(
+                    "histogram-without-counts",
+                    "a score histogram leaves only with its model's metrics "
+                    "(n-pos, n-neg) to check it against",
+                    name,
+                )
+            )
+            continue
+        expected = (metrics.get("n-pos"), metrics.get("n-neg"))
+        counts.add(expected)
+        found = tuple(
+            sum(v) if isinstance(v, list) else None
+            for v in (record.get("positives"), record.get("negatives"))
+        )
+        if found != expected:
+            problems.append(
+                Problem(
+                    "histogram-count-mismatch",
+                    "the histogram's bins do not add up to the site's n-pos and "
+                    "n-neg for this model",
+                    name,
+                )
+            )
+    if len(counts) > 1:
+        problems.append(
+            Problem(
+                "inconsistent-counts",
+                "models scored on the same patients report different class counts",
+                "metrics-*",
+            )
+        )
+    return problems
+
+
+#: Replies that carry exact statistics about the site's patients.
+_EXACT_STATISTICS = (QUERY_VALIDATE, QUERY_OUTCOMES, QUERY_OUTCOME_COX, QUERY_PAIRED)
+
+
+def _required_privacy_problems(request: RequestSnapshot) -> list[Problem]:
+    if request.private_statistics or request.kind not in _EXACT_STATISTICS:
+        return []
+    return [
+        Problem(
+            "dp-statistics-required",
+            "this site lets statistics about its patients out only under "
+            "differential privacy (privacy.require_dp_statistics)",
+            request.kind,
+        )
+    ]
 
 
 def reply_problems(
@@ -409,6 +581,8 @@ def reply_problems(
     min_histogram_bins: int,
     small_cell_threshold: int = 5,
     release_check: ReleaseCheck | None = None,
+    max_histogram_bins: int = 100_000,
+    require_private_statistics: bool = False,
 ) -> list[Problem]:
     """Every way ``content`` breaks the reply rules for ``request``'s kind.
 
@@ -425,8 +599,18 @@ def reply_problems(
     release_check
         Finds images the site's audit did not release; without it no image
         may leave.
+    max_histogram_bins
+        Most bins a ``histograms-*`` list may have (the site's policy).
+    require_private_statistics
+        Refuse every exact statistic about the site's patients.
     """
-    limits = _Limits(min_histogram_bins, small_cell_threshold, release_check)
+    limits = _Limits(
+        min_histogram_bins,
+        small_cell_threshold,
+        release_check,
+        max_histogram_bins,
+        require_private_statistics,
+    )
     spec = REPLY_SPECS.get(request.kind)
     if spec is None:
         known = ", ".join(sorted(REPLY_SPECS))
@@ -453,4 +637,8 @@ def reply_problems(
             None,
         )
         problems += _check_record(name, record, record_spec, request, limits)
+    if limits.require_private_statistics:
+        problems += _required_privacy_problems(request)
+    if request.kind == QUERY_VALIDATE:
+        problems += _histogram_count_problems(content)
     return problems + _statistics_mode_problems(request, content)

@@ -53,8 +53,14 @@ def _validation_metrics() -> MetricRecord:
     return MetricRecord(values)
 
 
-def _histograms(bins: int = BINS) -> MetricRecord:
-    return MetricRecord({"positives": [0] * bins, "negatives": [1] * bins})
+def _histograms(bins: int = BINS, n_pos: int = 9, n_neg: int = 21) -> MetricRecord:
+    """Histograms that add up to ``n_pos`` positives and ``n_neg`` negatives."""
+    return MetricRecord(
+        {
+            "positives": [1] * n_pos + [0] * (bins - n_pos),
+            "negatives": [1] * n_neg + [0] * (bins - n_neg),
+        }
+    )
 
 
 def _census_request() -> Message:
@@ -201,7 +207,7 @@ def test_per_site_metrics_of_a_site_with_a_small_class_are_withheld() -> None:
     reply = RecordDict(
         {
             "metrics-fed": small,
-            "histograms-fed": _histograms(),
+            "histograms-fed": _histograms(n_pos=1),
             "metrics-local": small,
             "paired-fed-vs-local": MetricRecord(
                 {"difference": 0.1, "se": 0.04, "z": 2.5, "p-value": 0.01}
@@ -216,6 +222,7 @@ def test_per_site_metrics_of_a_site_with_a_small_class_are_withheld() -> None:
     assert verdict.passed
     assert set(verdict.suppressed) == {
         "metrics-fed",
+        "histograms-fed",
         "metrics-local",
         "paired-fed-vs-local",
     }
@@ -224,8 +231,9 @@ def test_per_site_metrics_of_a_site_with_a_small_class_are_withheld() -> None:
         math.isnan(float(v)) for k, v in metrics.items() if not k.startswith("n")
     )
     assert all(math.isnan(float(v)) for v in paired.values())
-    # the pooled analysis still gets its histograms
-    assert list(screened.metric_records["histograms-fed"]["negatives"]) == [1] * BINS
+    # the histograms would show the one positive's score: they leave empty
+    histograms = screened.metric_records["histograms-fed"]
+    assert list(histograms["positives"]) == list(histograms["negatives"]) == [0] * BINS
 
 
 def test_arrays_in_a_validation_reply_are_refused() -> None:
@@ -247,7 +255,11 @@ def test_short_histogram_is_refused() -> None:
 
     error = _refusal(_validate_request("fed"), reply)
 
-    assert error.codes == ["short-histogram", "short-histogram"]
+    assert error.codes == [
+        "short-histogram",
+        "short-histogram",
+        "histogram-without-counts",
+    ]
     assert "histograms-fed/positives" in str(error)
     assert "10 bins" in str(error) and "1000" in str(error)
 

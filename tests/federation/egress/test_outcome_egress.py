@@ -201,6 +201,9 @@ def test_an_unknown_record_is_refused(releases: dict[str, EndpointRelease]) -> N
     assert [p.code for p in _problems(content)] == ["unexpected-record"]
 
 
+ADJUSTED = {"cox-model": "adjusted"}
+
+
 def _derivatives(cohort: OutcomeCohort) -> MetricRecord:
     times, events, covariates = cohort.records("death", "adjusted")
     return derivatives_record(
@@ -211,7 +214,7 @@ def _derivatives(cohort: OutcomeCohort) -> MetricRecord:
 def test_real_cox_derivatives_pass(cohort: OutcomeCohort) -> None:
     # Execute
     problems = _problems(
-        {COX_DERIVATIVES_RECORD: _derivatives(cohort)}, QUERY_OUTCOME_COX
+        {COX_DERIVATIVES_RECORD: _derivatives(cohort)}, QUERY_OUTCOME_COX, **ADJUSTED
     )
 
     # Assert
@@ -226,9 +229,14 @@ def test_a_hessian_that_is_not_the_gradients_square_is_refused(
         _derivatives(cohort), gradient=[0.1, 0.2, 0.3, 0.4], hessian=[-1.0] * 9
     )
 
-    # Execute / Assert
-    assert _codes(_problems({COX_DERIVATIVES_RECORD: record}, QUERY_OUTCOME_COX)) == [
-        ("bad-hessian", "cox-derivatives/hessian")
+    # Execute
+    content = {COX_DERIVATIVES_RECORD: record}
+    problems = _problems(content, QUERY_OUTCOME_COX, **ADJUSTED)
+
+    # Assert: four values for the adjusted model's three covariates, too
+    assert _codes(problems) == [
+        ("bad-hessian", "cox-derivatives/hessian"),
+        ("bad-gradient", "cox-derivatives/gradient"),
     ]
 
 
@@ -236,12 +244,14 @@ def test_derivatives_of_three_patients_are_a_small_cell(
     cohort: OutcomeCohort,
 ) -> None:
     # Prepare
-    record = _edited(_derivatives(cohort), **{"num-patients": 3})
+    record = _edited(_derivatives(cohort), **{"num-patients": 3, "num-events": 1})
 
-    # Execute / Assert
-    assert _codes(_problems({COX_DERIVATIVES_RECORD: record}, QUERY_OUTCOME_COX)) == [
-        ("small-cell", "cox-derivatives/num-patients")
-    ]
+    # Execute
+    content = {COX_DERIVATIVES_RECORD: record}
+    problems = _problems(content, QUERY_OUTCOME_COX, **ADJUSTED)
+
+    # Assert
+    assert _codes(problems) == [("small-cell", "cox-derivatives/num-patients")]
 
 
 def test_noisy_counts_need_a_request_for_them(

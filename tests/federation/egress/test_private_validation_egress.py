@@ -85,7 +85,7 @@ def test_twenty_bins_are_too_coarse_for_exact_histograms() -> None:
     error = _refusal(_exact_request("fed"), reply)
 
     # Assert
-    assert error.codes == ["short-histogram", "short-histogram"]
+    assert error.codes[:2] == ["short-histogram", "short-histogram"]
 
 
 def test_exact_records_cannot_ride_along_with_noisy_ones() -> None:
