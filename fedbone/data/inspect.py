@@ -14,7 +14,20 @@ __all__ = ["describe_scan", "views_preview", "write_views_png"]
 
 
 def describe_scan(scan: NMScan) -> dict[str, Any]:
-    """Flatten a scan's metadata and per-view facts into an ordered mapping."""
+    """Flatten a scan's metadata and per-view facts into an ordered mapping.
+
+    Parameters
+    ----------
+    scan
+        A scan as :func:`~fedbone.data.dicom_read.read_nm_scan` returns it.
+
+    Returns
+    -------
+    dict
+        Header facts, then one ``"<view> view"`` line per view; header values
+        the reader treated as missing are listed under ``"warnings"`` (a
+        ``[code] where: message`` string each) when there are any.
+    """
     meta = scan.metadata
     description: dict[str, Any] = {
         "file": meta.source_path,
@@ -31,6 +44,8 @@ def describe_scan(scan: NMScan) -> dict[str, Any]:
         "acquisition (s)": meta.acquisition_duration_s,
         "scan speed (cm/min)": meta.scan_velocity_cm_min,
     }
+    if meta.warnings:
+        description["warnings"] = [str(warning) for warning in meta.warnings]
     for view in scan.views.values():
         rows, cols = view.shape
         dy, dx = view.spacing_mm

@@ -219,6 +219,87 @@ def _read_text(path: Path) -> tuple[str, str]:
     return text, hashlib.sha256(data).hexdigest()
 
 
+def _parse_csv(path: Path, text: str) -> list[list[str]]:
+    """Split the text into records, or raise a ManifestError naming the row.
+
+    The csv module refuses a field longer than its limit (131,072 characters)
+    and some malformed input (a NUL byte); the limit is a process-wide
+    setting and is left as it is: no manifest cell (an id, a path, a label)
+    comes near it, and an unclosed quote is the usual cause.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[list[str]] = []
+    lines_used = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return records
+        except csv.Error as error:
+            raise ManifestError(
+                path, [_csv_problem(text, records, lines_used, error)]
+            ) from error
+        records.append(record)
+        lines_used = reader.line_num
+
+
+def _csv_problem(
+    text: str, records: list[list[str]], lines_used: int, error: csv.Error
+) -> Problem:
+    """Describe a record the csv module refused, with its row and column."""
+    row = len(records) + 1
+    limit = csv.field_size_limit()
+    if "field larger than field limit" not in str(error):
+        return Problem(
+            "malformed-csv",
+            f"the CSV cannot be parsed ({error}); save the manifest again as "
+            "plain comma-separated UTF-8",
+            f"row {row}",
+        )
+    header = [name.strip() for name in records[0]] if records else []
+    column = _long_field_column(text, lines_used, limit)
+    if column is None:
+        where = f"row {row}"
+    else:
+        name = header[column] if row > 1 and column < len(header) else None
+        where = _where(row, name or f"{column + 1} (by position)")
+    return Problem(
+        "field-too-long",
+        f"a field is longer than {limit:,} characters; a manifest cell holds an "
+        "id, a path, a label or a number: look for a quote that is never "
+        "closed, or text pasted into the wrong cell",
+        where,
+    )
+
+
+def _long_field_column(text: str, lines_used: int, limit: int) -> int | None:
+    """Return the 0-based column of the first over-long field of a record.
+
+    The record starts after the ``lines_used`` physical lines of the records
+    before it. ``None`` if the field cannot be found again.
+    """
+    lines = io.StringIO(text, newline="").readlines()
+    start = sum(len(line) for line in lines[:lines_used])
+    column, length, quoted, index = 0, 0, False, start
+    while index < len(text):
+        char = text[index]
+        if quoted and char == '"' and text[index + 1 : index + 2] == '"':
+            index += 1
+            length += 1
+        elif char == '"' and (quoted or length == 0):
+            quoted = not quoted
+        elif not quoted and char == ",":
+            column, length = column + 1, 0
+        elif not quoted and char in "\r\n":
+            return None
+        else:
+            length += 1
+        if length > limit:
+            return column
+        index += 1
+    return None
+
+
 def _check_header(
     header: list[str], problems: list[Problem], warnings: list[Problem]
 ) -> tuple[str, ...]:
@@ -434,7 +515,7 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
     """
     manifest_path = Path(path).resolve()
     text, digest = _read_text(manifest_path)
-    records = list(csv.reader(io.StringIO(text, newline="")))
+    records = _parse_csv(manifest_path, text)
     header = [name.strip() for name in records[0]] if records else []
     if not any(header):
         raise ManifestError(

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from fedbone.errors import Problem
+
 __all__ = ["NMScan", "ScanMetadata", "ScanView", "View", "ViewSource"]
 
 
@@ -71,7 +73,12 @@ class ScanView:
 
 @dataclass(frozen=True)
 class ScanMetadata:
-    """Study-relevant header fields; ``None`` where the file does not say."""
+    """Study-relevant header fields; ``None`` where the file does not say.
+
+    ``warnings`` lists header values the reader treated as missing (an
+    ``absurd-age``, say): they do not keep the scan out, but the site sees them
+    in ``fedbone inspect`` and in the prepare report.
+    """
 
     patient_id: str
     source_path: str
@@ -86,6 +93,7 @@ class ScanMetadata:
     counts_accumulated: int | None = None  # header's CountsAccumulated (0018,0070)
     acquisition_duration_s: float | None = None
     scan_velocity_cm_min: float | None = None
+    warnings: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,24 @@ def _two_anterior_heads(ds: Dataset) -> None:
     item.ViewCodeSequence = ds.DetectorInformationSequence[0].ViewCodeSequence
 
 
+def _one_bit(ds: Dataset) -> None:
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+
+
+def _declares_one_of_two_frames(ds: Dataset) -> None:
+    ds.NumberOfFrames = 1
+
+
+def _one_by_one(ds: Dataset) -> None:
+    set_pixels(ds, np.array([[5]], np.uint16))
+
+
+def _huge_header(ds: Dataset) -> None:
+    ds.Rows = ds.Columns = 8192
+    ds.NumberOfFrames = 1000
+    ds.NumberOfDetectors = 1000
+
+
 BROKEN: dict[str, tuple[Callable[[Dataset], None], list[str]]] = {
     "ct": (_modality_ct, ["wrong-modality"]),
     "no-pixels": (_no_pixels, ["no-pixel-data"]),
@@ -109,11 +127,15 @@ BROKEN: dict[str, tuple[Callable[[Dataset], None], list[str]]] = {
     "spacing-in-um": (_spacing_in_um, ["absurd-spacing"]),
     "garbage-rle": (_garbage_rle, ["undecodable-pixels"]),
     "two-anterior-heads": (_two_anterior_heads, ["duplicate-view"]),
+    "bits-allocated-1": (_one_bit, ["unsupported-bit-depth"]),
+    "declares-one-of-two-frames": (_declares_one_of_two_frames, ["wrong-frame-count"]),
+    "huge-header": (_huge_header, ["oversized-image"]),
 }
 BROKEN_SINGLE_VIEW: dict[str, tuple[Callable[[Dataset], None], list[str]]] = {
     "nan-float-pixels": (_nan_float_pixels, ["non-finite-pixels"]),
     "negative-signed": (_negative_signed_pixels, ["negative-counts"]),
     "no-view": (_no_view, ["unknown-view"]),
+    "one-by-one": (_one_by_one, ["absurd-image-size"]),
 }
 
 
