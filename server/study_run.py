@@ -30,6 +30,11 @@ __all__ = ["SiteInfo", "StudyError", "StudyRun"]
 logger = logging.getLogger(__name__)
 
 
+#: A census cell sent as -1 (suppressed) holds fewer than the site's
+#: small-cell threshold, which a site config caps at 1000.
+SUPPRESSED_BOUND = 1000
+
+
 class StudyError(FedboneError):
     """The study cannot go on (inconsistent federation, too few sites...)."""
 
@@ -104,6 +109,24 @@ class StudyRun:
                 f"(connected sites: {', '.join(sorted(by_site)) or 'none'})"
             )
         return [by_site[s] for s in site_ids]
+
+    def max_examples(self, nodes: Iterable[int]) -> dict[int, int]:
+        """Most training examples each node may report in a round.
+
+        Its census ``n-train`` (a suppressed small cell counts as the largest
+        threshold a site may set) plus the synthetic pool it may have been
+        sent. A ``num-examples`` above this, which would inflate the site's
+        weight in the average, rejects the update.
+        """
+        pool = len(self.pool) if self.pool is not None else 0
+        bounds = {}
+        for node in nodes:
+            info = self.sites.get(node)
+            if info is None or "n-train" not in info.counts:
+                continue  # no census figure to bound it with
+            n_train = info.counts["n-train"]
+            bounds[node] = (n_train if n_train >= 0 else SUPPRESSED_BOUND) + pool
+        return bounds
 
     def site_of(self, node_id: int) -> str:
         """Return the site id of a node (``node-<id>`` before the census)."""

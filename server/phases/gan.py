@@ -156,6 +156,7 @@ def _run_federated_gan(run: StudyRun) -> None:
         run.grid,
         nodes,
         expected=array_signature(arrays_to_record(start)),
+        max_examples=run.max_examples(nodes),
         on_replies=recorder(run, FEDERATED_GAN),
     )
     n = len(nodes)

@@ -178,6 +178,7 @@ def _train_over(
         run.grid,
         nodes,
         expected=array_signature(arrays_to_record(start)),
+        max_examples=run.max_examples(nodes),
         on_replies=recorder(run, name, done),
     )
     strategy = build_strategy(settings, len(nodes))

@@ -91,10 +91,20 @@ def test_a_norm_just_over_ten_times_the_others_is_rejected() -> None:
     assert list(rejected) == [4]
 
 
-def test_integer_step_counters_do_not_count_towards_the_norm() -> None:
-    updates = {1: moved(0.1), 2: moved(0.1), 3: moved(0.1, steps=100_000)}
+def test_integer_step_counters_do_not_count_towards_the_weight_norm() -> None:
+    # a site with 500x the data takes 500x the steps: honest
+    updates = {1: moved(0.1), 2: moved(0.1), 3: moved(0.1, steps=5_000)}
 
     kept, rejected = round_with(updates)
 
     assert kept == [1, 2, 3]
     assert rejected == {}
+
+
+def test_an_absurd_step_counter_is_rejected_by_its_own_rule() -> None:
+    updates = {1: moved(0.1), 2: moved(0.1), 3: moved(0.1, steps=10**15)}
+
+    kept, rejected = round_with(updates)
+
+    assert kept == [1, 2]
+    assert "median" in rejected[3]

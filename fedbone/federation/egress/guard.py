@@ -224,12 +224,10 @@ class EgressGuard:
             elif withhold and rule is ValueRule.HISTOGRAMS:
                 # empty bins: the pooled histograms simply lack this site
                 suppressed.append(name)
-                record = MetricRecord(
-                    {
-                        k: [0] * len(v) if isinstance(v, list) else v
-                        for k, v in record.items()
-                    }
-                )
+                empty: dict[str, int | float | list[int] | list[float]] = {
+                    k: [0] * len(v) for k, v in record.items() if isinstance(v, list)
+                }
+                record = MetricRecord(empty)
             screened[name] = record
         if suppressed:
             screened[SUPPRESSED_RECORD] = ConfigRecord({SUPPRESSED_KEYS: suppressed})
