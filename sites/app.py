@@ -220,15 +220,9 @@ def umap(message: Message, context: Context) -> Message:
 
 @app.query("cross_audit")
 def cross_audit(message: Message, context: Context) -> Message:
-    """Audit images another site released against this site's training scans."""
+    """Audit a peer's signed release against this site's scans: verdict bits only."""
     result = site_for(message, context).cross_audit(cross_audit_request(message))
-    return _reply(
-        message,
-        {
-            "verdicts": arrays_to_record({"passed": result.passed}),
-            "audit": metric_record(result.summary),
-        },
-    )
+    return _reply(message, {"verdicts": arrays_to_record({"passed": result.passed})})
 
 
 @app.query("outcomes")

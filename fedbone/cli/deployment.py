@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from fedbone.cli.egress_log import add_egress_log_parser
+from fedbone.cli.site_init import add_site_init_parser
 
 __all__ = ["add_server_parser", "add_site_parser", "run_server", "run_site"]
 
@@ -117,6 +118,7 @@ def add_site_parser(sub: argparse._SubParsersAction) -> None:
     )
     start.set_defaults(func=run_site)
     add_egress_log_parser(actions)
+    add_site_init_parser(actions)
 
 
 def run_server(args: argparse.Namespace) -> int:

@@ -298,6 +298,7 @@ _PROVENANCE_KEYS = frozenset(
         "encoder",
         "encoder-sha256",
         "classifier-sha256",
+        "release-signature",
     }
 )
 _AUDIT_KEYS = frozenset(
@@ -425,10 +426,9 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
         ReplySpec(
             QUERY_CROSS_AUDIT,
             (
+                # verdict bits only: any distance would make the audit an
+                # oracle over the auditor's training scans
                 RecordSpec("verdicts", RecordType.ARRAYS, ValueRule.VERDICTS),
-                RecordSpec(
-                    "audit", RecordType.METRICS, ValueRule.AUDIT_SUMMARY, _AUDIT_KEYS
-                ),
             ),
         ),
         ReplySpec(

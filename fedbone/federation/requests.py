@@ -228,8 +228,15 @@ def umap_request(message: Message) -> UmapRequest:
 
 def cross_audit_request(message: Message) -> CrossAuditRequest:
     """Decode ``query.cross_audit``: the images another site released."""
-    images = record_to_arrays(message.content.array_records[SYNTHETIC_RECORD])
-    return CrossAuditRequest(images=images["images"])
+    config = _config(message)
+    arrays = record_to_arrays(message.content.array_records[SYNTHETIC_RECORD])
+    return CrossAuditRequest(
+        images=arrays["images"],
+        class_ids=arrays.get("class-ids", np.zeros(0, dtype=np.int64)),
+        released_by=config_str(config, "released-by"),
+        run_name=_run_name(config),
+        signature=config_str(config, "release-signature", ""),
+    )
 
 
 def outcomes_request(message: Message) -> OutcomesRequest:

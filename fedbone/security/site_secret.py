@@ -39,6 +39,7 @@ from fedbone.errors import Problem
 from fedbone.security.errors import PkiError
 
 __all__ = [
+    "PUBLIC_KEY_FILE",
     "SECRET_BYTES",
     "SiteSecret",
     "create_site_secret",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 SECRET_BYTES = 32
+PUBLIC_KEY_FILE = "site-signing.pem"
+"""Where ``fedbone site init`` writes the public key, beside the secret."""
 _SIGNING_LABEL = b"fedbone/site-secret/ed25519-signing/v1"
 
 

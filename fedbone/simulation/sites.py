@@ -16,9 +16,15 @@ from fedbone.config.study import StudyConfig
 from fedbone.data.cache_summary import format_summary_table, summarise_site_cache
 from fedbone.data.prepare import prepare_site_cache
 from fedbone.errors import ConfigError, Problem
+from fedbone.security.site_secret import (
+    PUBLIC_KEY_FILE,
+    create_site_secret,
+    load_site_secret,
+    write_public_key,
+)
 from fedbone.simulation.phantom_sites import ensure_phantom_federation
 
-__all__ = ["prepare_simulated_sites"]
+__all__ = ["link_cross_audit_peers", "prepare_simulated_sites"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,4 +86,36 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
         )
         summaries.append(summarise_site_cache(site.site_id, site.data.cache_dir))
     logger.info("federation:\n%s", format_summary_table(summaries))
+    link_cross_audit_peers(configs)
     return configs
+
+
+def link_cross_audit_peers(configs: list[Path]) -> None:
+    """Give every site its secret and public key, and list the others as peers.
+
+    What a consortium does at set-up (``fedbone site init`` at each hospital,
+    public keys exchanged): each site then audits only images the other
+    sites signed. Existing secrets are kept.
+
+    Parameters
+    ----------
+    configs
+        The sites' YAML files.
+    """
+    sites = [load_site_config(path) for path in configs]
+    keys = {}
+    for site in sites:
+        secret_path = site.privacy.secret
+        secret = (
+            load_site_secret(secret_path)
+            if secret_path.exists()
+            else create_site_secret(secret_path)
+        )
+        keys[site.site_id] = write_public_key(
+            secret, secret_path.with_name(PUBLIC_KEY_FILE)
+        )
+    for site, path in zip(sites, configs, strict=True):
+        peers = {other: key for other, key in keys.items() if other != site.site_id}
+        if dict(site.policy.cross_audit_peers) != peers:
+            policy = replace(site.policy, cross_audit_peers=peers)
+            write_site_config(replace(site, policy=policy, source=None), path)

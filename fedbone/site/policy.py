@@ -14,13 +14,18 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from fedbone.config.site import SiteConfig
 from fedbone.config.synthetic import GanSettings
 from fedbone.errors import Problem, ProblemsError
+from fedbone.generative.release_signature import verify_release
+from fedbone.security.site_secret import load_public_key
 
 __all__ = [
     "PolicyRefused",
     "check_histogram_bins",
+    "check_release_provenance",
     "require_noisy_statistics",
     "resolve_encoder",
 ]
@@ -117,3 +122,53 @@ def resolve_encoder(site: SiteConfig, gan: GanSettings) -> GanSettings:
         "files it listed itself",
         "policy.encoders",
     )
+
+
+def check_release_provenance(
+    site: SiteConfig,
+    released_by: str,
+    signature: str,
+    *,
+    run_name: str,
+    images: np.ndarray,
+    class_ids: np.ndarray,
+) -> None:
+    """Refuse to audit images a listed peer did not sign.
+
+    Parameters
+    ----------
+    site
+        The auditing site's config (``policy.cross_audit_peers``).
+    released_by
+        The site the centre says produced the images.
+    signature
+        The producing site's signature of the batch, as the centre forwarded it.
+    run_name, images, class_ids
+        What the signature must cover (see
+        :func:`fedbone.generative.release_signature.release_digest`).
+
+    Raises
+    ------
+    PolicyRefused
+        ``unknown-peer`` when ``released_by`` is not a listed peer;
+        ``unverified-images`` when the signature does not verify.
+    """
+    key_file = site.policy.cross_audit_peers.get(released_by)
+    if key_file is None:
+        raise _refuse(
+            site,
+            "unknown-peer",
+            f"this site audits only images signed by the peers it lists; "
+            f"{released_by[:64]!r} is not one of them (policy.cross_audit_peers)",
+            "policy.cross_audit_peers",
+        )
+    key = load_public_key(key_file)
+    if not verify_release(key, signature, released_by, run_name, images, class_ids):
+        raise _refuse(
+            site,
+            "unverified-images",
+            f"the images are not exactly a batch {released_by[:64]!r} signed in this "
+            "run; images of unknown provenance are never audited (the verdicts "
+            "would measure their distance to this site's scans)",
+            "release-signature",
+        )

@@ -181,9 +181,18 @@ class UmapRequest:
 
 @dataclass(frozen=True)
 class CrossAuditRequest:
-    """Images another site released, to audit against this site's scans."""
+    """Images another site released, to audit against this site's scans.
+
+    Audited only if ``signature`` is ``released_by``'s signature of exactly
+    these images and class ids in this run
+    (:mod:`fedbone.generative.release_signature`).
+    """
 
     images: np.ndarray
+    class_ids: np.ndarray
+    released_by: str
+    run_name: str
+    signature: str
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from fedbone.generative.federated_gan import (
 )
 from fedbone.generative.fidelity.umap_view import UmapView
 from fedbone.generative.release_register import ReleaseRegister
+from fedbone.generative.release_signature import sign_release
 from fedbone.generative.site_gan import SiteGanOutcome, train_site_generator
 from fedbone.generative.site_synthesis import (
     SiteRelease,
@@ -58,8 +59,10 @@ from fedbone.outcomes.stratified_cox import CoxDerivatives
 from fedbone.outcomes.survival_grid import TimeGrid
 from fedbone.privacy.ledger import PrivacyLedger
 from fedbone.privacy.site_spending import open_site_ledger, refuse_without_dp
+from fedbone.security.site_secret import SiteSecret, open_site_secret
 from fedbone.site.policy import (
     check_histogram_bins,
+    check_release_provenance,
     require_noisy_statistics,
     resolve_encoder,
 )
@@ -149,6 +152,13 @@ class Site:
             self.work_dir / OUTCOME_RELEASES_FILE,
             max_releases=self.config.policy.max_outcome_releases,
             min_difference=self.config.privacy.small_cell_threshold,
+        )
+
+    def secret(self) -> SiteSecret:
+        """Open the site's secret (made on first use at a site that sealed nothing)."""
+        privacy = self.config.privacy
+        return open_site_secret(
+            privacy.secret, sealed=[privacy.ledger, self.config.egress_log]
         )
 
     def ledger(self, n_protected: int) -> PrivacyLedger:
@@ -392,7 +402,7 @@ class Site:
                 run_name=request.run_name,
                 device=self.device,
             )
-        return synthesize_at_site(
+        release = synthesize_at_site(
             self.cache,
             request.task,
             request.settings,
@@ -404,6 +414,15 @@ class Site:
             seed=seed,
             device=self.device,
         )
+        signature = sign_release(
+            self.secret(),
+            self.site_id,
+            request.run_name,
+            release.images,
+            release.class_ids,
+        )
+        provenance = {**release.provenance, "release-signature": signature}
+        return replace(release, provenance=provenance)
 
     def receive_synthetic(self, request: ReceiveSyntheticRequest) -> StoredPool:
         """Store the server's synthetic pool for this run, checked by its digest."""
@@ -429,7 +448,26 @@ class Site:
         )
 
     def cross_audit(self, request: CrossAuditRequest) -> CrossAudit:
-        """Audit images another site released against this site's training scans."""
+        """Audit images another site released against this site's training scans.
+
+        Only a batch signed by a peer this site lists in
+        ``policy.cross_audit_peers`` is audited (any other image would make
+        the audit a distance oracle over this site's scans); only the verdict
+        bits leave.
+
+        Raises
+        ------
+        PolicyRefused
+            ``unknown-peer`` or ``unverified-images``.
+        """
+        check_release_provenance(
+            self.config,
+            request.released_by,
+            request.signature,
+            run_name=request.run_name,
+            images=request.images,
+            class_ids=request.class_ids,
+        )
         return cross_audit_at_site(
             self.cache, request.images, self.config.privacy.audit, device=self.device
         )

@@ -4,7 +4,9 @@ A federated generator learnt from every GAN site's scans, but each site's own
 audit compares its released images only with its own scans. So before the
 centre pools or redistributes anything, every other GAN site audits each
 site's released images against its training scans under its own release rule
-and answers one pass/block verdict per image (``query.cross_audit``). The
+and answers one pass/block verdict per image (``query.cross_audit``), and
+nothing else: only a batch the producing site signed
+(:mod:`fedbone.generative.release_signature`) is audited. The
 tally (:mod:`fedbone.generative.cross_audit_verdicts`) keeps an image only if
 every other site passed it; if a site cannot answer, the images it should have
 audited are dropped (never released unaudited).
@@ -34,7 +36,15 @@ def _verdict(run: StudyRun, node: int, batch: ReleasedBatch) -> CrossAuditVerdic
     auditor = run.site_of(node)
     content = RecordDict(
         {
-            "config": run.config(PHASE_SYNTHESIZE, {"released-by": batch.site}),
+            "config": run.config(
+                PHASE_SYNTHESIZE,
+                {
+                    "released-by": batch.site,
+                    "release-signature": str(
+                        batch.provenance.get("release-signature", "")
+                    ),
+                },
+            ),
             SYNTHETIC_RECORD: arrays_to_record(
                 {
                     "images": batch.images.astype(np.float16),
@@ -48,10 +58,8 @@ def _verdict(run: StudyRun, node: int, batch: ReleasedBatch) -> CrossAuditVerdic
         return CrossAuditVerdict(auditor, batch.site, None)
     reply = replies[0]
     passed = reply.content.array_records["verdicts"]["passed"].numpy()
-    summary = {
-        key: list(value) if isinstance(value, list) else value
-        for key, value in reply.content.metric_records["audit"].items()
-    }
+    # Verdict bits are all that leaves an auditor: the summary is their count.
+    summary = {"passed": int(passed.sum()), "n-images": int(passed.size)}
     return CrossAuditVerdict(auditor, batch.site, passed.astype(bool), summary)
 
 

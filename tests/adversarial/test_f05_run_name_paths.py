@@ -59,9 +59,11 @@ def test_a_pool_sent_with_an_escaping_run_name_is_refused(
     with pytest.raises(SiteTaskError, match="unsafe-name"):
         send(attack, site)
 
-    # Assert: nothing written anywhere but the site's log; the refusal is logged
+    # Assert: nothing written outside the site's folder (where its log and
+    # secret live) nor in its work folder; the refusal is logged
     after = set(_files_outside(tmp_path, tmp_path / "deep" / "site" / "work"))
-    assert {p.name for p in after - before} <= {"egress.jsonl"}
+    assert all(p.is_relative_to(tmp_path / "deep" / "site") for p in after - before)
+    assert not (tmp_path / "deep" / "site" / "work").exists()
     assert not (tmp_path / "synthetic").exists()
     assert egress_entries(site)[-1]["verdict"] == "error"
     assert "unsafe-name" in egress_entries(site)[-1]["reason"]

@@ -36,9 +36,14 @@ def test_every_other_site_audits_each_release_and_all_must_pass(
 
     assert grid.sent_to("query.cross_audit") == [2, 3, 1, 3]
     assert config_of(grid.sent[0])["released-by"] == "A"
+    assert "release-signature" in config_of(grid.sent[0])
     assert outcome.keep["A"].tolist() == [False, True, False]
     assert outcome.keep["B"].tolist() == [True, True, True]
-    assert outcome.audits["C"] == {"A": {"n-checked": 3}, "B": {"n-checked": 3}}
+    # only verdict bits come back: the summary is their count
+    assert outcome.audits["C"] == {
+        "A": {"passed": 2, "n-images": 3},
+        "B": {"passed": 3, "n-images": 3},
+    }
 
 
 def test_an_auditor_that_cannot_answer_withholds_the_whole_release(

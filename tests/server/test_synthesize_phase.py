@@ -100,8 +100,8 @@ def test_a_federated_generator_is_sent_and_its_releases_cross_audited(
     assert written["audits"]["A"]["n-blocked-cross-audit"] == 1
     assert written["audits"]["B"]["n-blocked-cross-audit"] == 0
     assert written["cross-audits"] == {
-        "B": {"A": {"n-checked": 3}},
-        "A": {"B": {"n-checked": 3}},
+        "B": {"A": {"passed": 2, "n-images": 3}},
+        "A": {"B": {"passed": 3, "n-images": 3}},
     }
     assert {b["source"] for b in written["batches"]} == {
         "A/round-2/fed-digest",

@@ -370,14 +370,20 @@ def test_umap_replies_with_the_density_grids(stand_in: Any) -> None:
 
 def test_cross_audit_replies_with_a_verdict_per_image(stand_in: Any) -> None:
     site = stand_in(CrossAudit(np.array([1, 0], dtype=np.uint8), {"n-blocked": 1}))
-    images = arrays_to_record({"images": np.zeros((2, 4, 4), dtype=np.float32)})
+    images = arrays_to_record(
+        {"images": np.zeros((2, 4, 4), dtype=np.float32), "class-ids": np.zeros(2)}
+    )
+    config = {"released-by": "A", "release-signature": "ab" * 64}
 
     reply = site_app.cross_audit(
-        _message("query.cross_audit", "synthesize", {"synthetic": images}), context()
+        _message("query.cross_audit", "synthesize", {"synthetic": images}, **config),
+        context(),
     )
 
     ((decoded,),) = site.requests
     assert decoded.images.shape == (2, 4, 4)
+    assert (decoded.released_by, decoded.signature) == ("A", "ab" * 64)
+    assert set(reply.content) == {"verdicts"}  # verdict bits only
     verdicts = record_to_arrays(reply.content.array_records["verdicts"])
     np.testing.assert_array_equal(verdicts["passed"], [1, 0])
 

@@ -109,21 +109,23 @@ def test_the_new_synthesis_keys_leave_in_a_synthesize_reply(
     } <= set(summary)
 
 
-def test_the_audit_summary_with_realism_leaves_in_a_cross_audit_reply(
+def test_no_audit_summary_may_ride_along_in_a_cross_audit_reply(
     result: SynthesisResult, tmp_path: Path
 ) -> None:
-    # Prepare
+    # Prepare: distances beside the verdicts would make the audit an oracle
     images, guard = _released(result, tmp_path)
     verdicts = arrays_to_record({"passed": np.ones(len(images), dtype=np.uint8)})
     audit = MetricRecord(wire_summary(dict(result.audit.summary())))
 
     # Execute
-    _, verdict = guard.screen(
-        _cross_audit_request(images), RecordDict({"verdicts": verdicts, "audit": audit})
-    )
+    with pytest.raises(EgressRefused) as refused:
+        guard.screen(
+            _cross_audit_request(images),
+            RecordDict({"verdicts": verdicts, "audit": audit}),
+        )
 
     # Assert
-    assert verdict.passed
+    assert refused.value.codes == ["unexpected-record"]
 
 
 def test_an_unexpected_key_beside_them_is_still_refused(

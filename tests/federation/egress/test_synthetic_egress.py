@@ -227,12 +227,7 @@ def _cross_audit_request(n: int) -> Message:
 
 
 def _verdicts(passed: np.ndarray) -> RecordDict:
-    return RecordDict(
-        {
-            "verdicts": arrays_to_record({"passed": passed}),
-            "audit": _audit(),
-        }
-    )
+    return RecordDict({"verdicts": arrays_to_record({"passed": passed})})
 
 
 def test_one_verdict_per_received_image_leaves(tmp_path: Path) -> None:
