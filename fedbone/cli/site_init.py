@@ -56,7 +56,7 @@ def run_site_init(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     stream = sys.stdout if out is None else out
     config = load_site_config(args.config)
-    path = config.privacy.secret
+    path = config.secret_file
     existed = path.exists()
     secret = load_site_secret(path) if existed else create_site_secret(path)
     public = write_public_key(secret, path.with_name(PUBLIC_KEY_FILE))

@@ -228,6 +228,20 @@ class SiteConfig:
     source: Path | None = None
     policy: SitePolicy = field(default_factory=SitePolicy)
 
+    @property
+    def secret_file(self) -> Path:
+        """The site secret's path: ``privacy.secret``, anchored at the site.
+
+        A loaded YAML already holds it absolute (relative to the file); a
+        config built in code anchors a relative one at the work folder's
+        parent, never at the current directory.
+        """
+        secret = self.privacy.secret
+        if secret.is_absolute():
+            return secret
+        base = self.source.parent if self.source else self.work_dir.parent
+        return base.resolve() / secret
+
     def file_sha256(self) -> str:
         """Return the sha256 of the YAML this came from ("" if none)."""
         if self.source is None:

@@ -105,7 +105,7 @@ def link_cross_audit_peers(configs: list[Path]) -> None:
     sites = [load_site_config(path) for path in configs]
     keys = {}
     for site in sites:
-        secret_path = site.privacy.secret
+        secret_path = site.secret_file
         secret = (
             load_site_secret(secret_path)
             if secret_path.exists()

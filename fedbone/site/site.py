@@ -156,9 +156,9 @@ class Site:
 
     def secret(self) -> SiteSecret:
         """Open the site's secret (made on first use at a site that sealed nothing)."""
-        privacy = self.config.privacy
         return open_site_secret(
-            privacy.secret, sealed=[privacy.ledger, self.config.egress_log]
+            self.config.secret_file,
+            sealed=[self.config.privacy.ledger, self.config.egress_log],
         )
 
     def ledger(self, n_protected: int) -> PrivacyLedger:

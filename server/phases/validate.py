@@ -172,6 +172,11 @@ def record_statistics_spending(
     run.write_json("privacy.json", privacy)
 
 
+def _holds_scans(histograms: ScoreHistograms) -> bool:
+    counts = histograms.to_dict()
+    return sum(counts["positives"]) + sum(counts["negatives"]) > 0
+
+
 def _log_pooled(scope: str, pooled: dict[str, PooledROC]) -> None:
     for name, roc in pooled.items():
         logger.info(
@@ -200,6 +205,23 @@ def _pooled_comparisons(
     if not pairs:
         return []
     compared = {n for pair in pairs for n in pair}
+    # A site whose small class made its guard withhold the histograms (sent
+    # empty) is not in the pooled distributions: it sends no components.
+    kept = [
+        (node, site)
+        for node, site in zip(nodes, sites, strict=True)
+        if any(_holds_scans(site.histograms[name]) for name in compared)
+    ]
+    if len(kept) < len(nodes):
+        logger.info(
+            "pooled DeLong: %d site(s) withheld their histograms (small class) "
+            "and are left out",
+            len(nodes) - len(kept),
+        )
+    nodes = [node for node, _ in kept]
+    sites = [site for _, site in kept]
+    if not nodes:
+        return []
     pooled_hist = pooled_histograms(sites, compared)
     content = RecordDict({"config": _validate_config(run, pairs)})
     for name in compared:
