@@ -75,13 +75,12 @@ def test_every_outgoing_message_passed_the_guard_and_was_logged(
 
     kinds = {site: {e["kind"] for e in entries} for site, entries in logs.items()}
     assert all(e["verdict"] == "passed" for es in logs.values() for e in es)
-    assert kinds["A"] >= {
-        "query.census",
-        "train",
-        "evaluate",
-        "query.validate",
-        "query.paired_components",
-    }
+    assert kinds["A"] >= {"query.census", "train", "evaluate", "query.validate"}
+    # A tiny site's small class withholds its histograms (issue #17): it is
+    # then not asked for paired DeLong components.
+    [validated] = [e for e in logs["A"] if e["kind"] == "query.validate"]
+    withheld = "suppressed" in validated["reason"]
+    assert ("query.paired_components" in kinds["A"]) is not withheld
     assert "train" not in kinds["C"]
     assert "query.outcomes" in kinds["C"] and "query.outcomes" in kinds["A"]
     assert all(
