@@ -233,13 +233,18 @@ class SiteConfig:
         """The site secret's path: ``privacy.secret``, anchored at the site.
 
         A loaded YAML already holds it absolute (relative to the file); a
-        config built in code anchors a relative one at the work folder's
-        parent, never at the current directory.
+        config built in code anchors a relative one beside its ledger (or at
+        the work folder's parent), never at the current directory.
         """
         secret = self.privacy.secret
         if secret.is_absolute():
             return secret
-        base = self.source.parent if self.source else self.work_dir.parent
+        if self.source is not None:
+            base = self.source.parent
+        elif self.privacy.ledger.is_absolute():
+            base = self.privacy.ledger.parent
+        else:
+            base = self.work_dir.parent
         return base.resolve() / secret
 
     def file_sha256(self) -> str:
