@@ -1,8 +1,12 @@
 """``fedbone site egress-log``: print and verify what left this hospital.
 
 Meant for a hospital's IT or data-protection officer: it reads the site config
-to find the egress log, prints one row per outgoing reply and a summary, and
-exits 1 when the log does not verify (see :mod:`fedbone.federation.egress.log_audit`).
+to find the egress log and the site secret, prints one row per outgoing reply
+and a summary, and exits 1 when the log does not verify: a malformed line, a
+broken hash chain (a line edited, deleted, inserted or moved), a MAC not made
+with the site's secret, a head that does not match (a cut-off or deleted log),
+or a site secret that cannot be read (see
+:mod:`fedbone.federation.egress.log_audit`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
+
+from fedbone.errors import Problem
 
 __all__ = ["add_egress_log_parser", "run_egress_log"]
 
@@ -27,8 +33,9 @@ def add_egress_log_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Print every reply this site sent, refused or failed (time, run, "
             "phase, kind, bytes, sha256, verdict) and a summary, and verify the "
-            "log: every line well formed, verdicts known, times in order. Exits 1 "
-            "if verification fails."
+            "log: every line well formed, verdicts known, times in order, hash "
+            "chain, MACs (with the site secret) and head intact. Exits 1 if "
+            "verification fails."
         ),
     )
     p.add_argument("--config", type=Path, required=True, help="site YAML")
@@ -39,13 +46,28 @@ def add_egress_log_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_egress_log(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Print the egress log named by ``args.config``; 1 if it does not verify."""
+    """Print the egress log named by ``args.config``; 1 if it does not verify.
+
+    The log is verified with the site's secret (``privacy.secret``); a secret
+    that is missing or unreadable is itself a problem.
+    """
     from fedbone.config.site import load_site_config
-    from fedbone.federation.egress.log_audit import EgressSummary, read_egress_log
+    from fedbone.federation.egress.log_audit import EgressSummary, audit_egress_log
+    from fedbone.security.errors import PkiError
+    from fedbone.security.site_secret import SiteSecret, load_site_secret
 
     stream = sys.stdout if out is None else out
-    path = load_site_config(args.config).egress_log
-    entries, problems = read_egress_log(path)
+    config = load_site_config(args.config)
+    path = config.egress_log
+    secret: SiteSecret | None = None
+    problems: list[Problem] = []
+    try:
+        secret = load_site_secret(config.secret_file)
+    except PkiError as error:
+        problems += error.problems
+    audit = audit_egress_log(path, secret)
+    entries = audit.entries
+    problems += audit.problems
     if args.run is not None:
         entries = [e for e in entries if args.run in (e.run_name, str(e.run_id))]
     summary = EgressSummary.of(entries)
@@ -56,6 +78,7 @@ def run_egress_log(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "entries": [e.to_json() for e in shown],
             "summary": summary.to_json(),
             "verified": not problems,
+            "keyed": audit.keyed,
             "problems": [
                 {"code": p.code, "message": p.message, "where": p.where}
                 for p in problems
@@ -92,7 +115,10 @@ def run_egress_log(args: argparse.Namespace, out: TextIO | None = None) -> int:
         stream.write(f"NOT VERIFIED: {len(problems)} problem(s)\n")
         stream.writelines(f"  - {p}\n" for p in problems)
         return 1
-    stream.write("verified: every line well formed, times in order\n")
+    stream.write(
+        "verified: every line well formed, times in order, hash chain, MACs "
+        "(site secret) and head intact\n"
+    )
     return 0
 
 

@@ -153,10 +153,31 @@ def load_site_for(message: Message, context: Context) -> SiteConfig:
 def guard_and_log_for(
     message: Message, context: Context
 ) -> tuple[EgressGuard, EgressLog]:
-    """Build the site's egress guard and log; pass this to ``egress_mod``."""
+    """Build the site's egress guard and log; pass this to ``egress_mod``.
+
+    The log is keyed with the site's secret (created at a fresh site) and
+    checked against its head first, so a site whose secret is gone or whose
+    log was cut off or replaced fails before doing any work.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`site_for`.
+    PkiError
+        When the site secret is missing (its ledger or log exist) or unreadable.
+    EgressLogTampered
+        When the egress log no longer matches its head.
+    """
+    from fedbone.privacy.site_spending import open_site_secret_for
+
     site = site_for(message, context)
     guard = EgressGuard(
         small_cell_threshold=site.config.privacy.small_cell_threshold,
         release_check=site.release_register.unreleased,
+        max_histogram_bins=site.config.policy.max_histogram_bins,
+        min_patients_per_class=site.config.policy.min_patients_per_class,
+        require_private_statistics=site.config.privacy.require_dp_statistics,
     )
-    return guard, EgressLog(site.config.egress_log)
+    log = EgressLog(site.config.egress_log, open_site_secret_for(site.config))
+    log.check_tail()
+    return guard, log

@@ -27,20 +27,45 @@ nothing written) when it would take the total ε or total δ over the site's
 budget.
 
 **Tamper evidence.** Each line stores ``prev``, the sha256 of the line before
-(64 zeros for the first), and ``sha256``, the hash of its own canonical JSON.
-A head file ``<ledger>.head`` holds the line count and the last hash and is
-replaced atomically after every append, so a cut-off tail is detected too. An
-edited, reordered, deleted or missing line, or a ledger deleted while its head
-remains, raises :class:`~fedbone.privacy.errors.LedgerTampered` naming the line;
-such a ledger refuses every release until it is restored from a backup. It is
-never reset silently. The chain detects accidents and naive edits; someone who
-rewrites the whole chain and head is caught only by comparing the head hash
-(``summary()["ledger-sha256"]``) with a copy kept elsewhere, e.g. in the
-study report.
+(64 zeros for the first), and ``sha256``, the hash of its own canonical JSON
+(every field but ``sha256``). A head file holds the line count and the last
+hash and is replaced atomically after every append, so a cut-off tail is
+detected too. An edited, reordered, deleted or missing line, or a ledger
+deleted while its head remains, raises
+:class:`~fedbone.privacy.errors.LedgerTampered` naming the line; such a ledger
+refuses every release until it is restored from a backup. It is never reset
+silently. Every value is checked again on load (ε, δ and the stream's ε finite
+and non-negative, each stream's ε the sum of its increments, one δ per
+stream), so a line that would lower the spending is refused too.
+
+**Keyed with the site secret.** At a site the ledger is opened with the site's
+secret (:mod:`fedbone.security.site_secret`, see
+:func:`~fedbone.privacy.site_spending.open_site_ledger`). Then every line also
+carries ``mac``, an HMAC-SHA256 of its content under the secret (hashed into
+its ``sha256``), and the head carries an HMAC of its count and last hash. The
+head then lives next to the secret (``<secret>.<ledger name>.head``), not next
+to the ledger. So someone who can write the ledger's folder but cannot read
+the secret can neither rewrite nor re-chain lines, nor append one, nor swap
+in another site's ledger, nor truncate the ledger and rewrite its head, nor
+delete ledger and head to start again at zero (the head next to the secret
+still records the releases), nor restore an older copy of ledger and head
+(a rollback). Keep the secret's folder writable only by the site's service
+account: whoever can delete or restore the head there can still roll the
+ledger back, which only the head hash kept elsewhere reveals
+(``summary()["ledger-sha256"]``, e.g. in the study report). Without a secret
+(tests, tools) the head is ``<ledger>.head`` and the chain detects accidents
+and naive edits only.
 
 A crash between appending a line and replacing the head leaves exactly one
-chained line beyond the head; that line is kept and counted as spent (the
-safe direction) and the head is rolled forward.
+chained line beyond the head; that line (whose MAC must verify, when keyed) is
+kept and counted as spent (the safe direction) and the head is rolled forward
+with a fresh MAC.
+
+**Concurrency.** A lock file ``<ledger>.lock`` (``flock``) is held across
+reading the ledger, checking the budget, appending and writing the head, so
+concurrent releases (threads or processes) are composed one after the other:
+:meth:`PrivacyLedger.record_composed` computes the stream's ε from the entries
+it reads under that lock.
 """
 
 from __future__ import annotations
@@ -52,7 +77,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -62,13 +87,19 @@ from typing import Any, NoReturn
 from fedbone.errors import Problem
 from fedbone.privacy.budget import PrivacyBudget
 from fedbone.privacy.errors import BudgetExceeded, LedgerTampered, PrivacyError
+from fedbone.security.site_secret import SiteSecret
 
 __all__ = [
     "GENESIS_HASH",
+    "LEDGER_MAC_PURPOSE",
+    "ChainHead",
+    "HeadFile",
     "LedgerEntry",
     "PrivacyLedger",
     "Spending",
     "StreamSpending",
+    "head_path_for",
+    "replace_atomically",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,9 +107,150 @@ logger = logging.getLogger(__name__)
 GENESIS_HASH = "0" * 64
 """The ``prev`` of the first line."""
 
+LEDGER_MAC_PURPOSE = "privacy-ledger"
+"""The site-secret MAC purpose of the ledger's lines and head."""
+
 _KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_DETAILS = 32
 """``details`` is a few accountant parameters, not a payload."""
+_STREAM_TOLERANCE = 1e-9
+"""Relative slack when re-adding a stream's increments (float rounding)."""
+
+
+def head_path_for(path: Path, secret_path: Path | None) -> Path:
+    """Return where the head of a hash-chained file lives.
+
+    Parameters
+    ----------
+    path
+        The chained file (the privacy ledger, the egress log).
+    secret_path
+        The site secret's file when the chain is keyed, else ``None``.
+
+    Returns
+    -------
+    Path
+        ``<secret>.<file name>.head`` next to the secret when keyed (so
+        deleting the file's folder does not delete its head), else
+        ``<file>.head`` next to the file.
+    """
+    path = Path(path)
+    if secret_path is None:
+        return path.with_name(path.name + ".head")
+    secret_path = Path(secret_path)
+    return secret_path.with_name(f"{secret_path.name}.{path.name}.head")
+
+
+def replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, durably.
+
+    The file is either the old or the new one after a crash: the text is
+    fsync'd, renamed over ``path`` and the folder fsync'd.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """What a head file records: how many lines, and the last line's hash."""
+
+    count: int
+    sha256: str
+
+
+class HeadFile:
+    """The head of a hash-chained file, with an HMAC when keyed.
+
+    Parameters
+    ----------
+    path
+        The head file (see :func:`head_path_for`).
+    purpose
+        The site-secret MAC purpose (one per chained file kind).
+    secret
+        The site secret; ``None`` writes and accepts heads without a MAC.
+    """
+
+    def __init__(self, path: Path, purpose: str, secret: SiteSecret | None) -> None:
+        self.path = Path(path)
+        self.purpose = purpose
+        self.secret = secret
+
+    def read(self) -> tuple[ChainHead | None, list[Problem]]:
+        """Return the head (``None`` if there is none) and its problems.
+
+        Problems are ``head-unreadable`` (not a head: garbage, wrong types,
+        NaN) and ``head-mac-invalid`` (keyed, and the MAC is missing or not
+        the secret's).
+        """
+        where = str(self.path)
+        try:
+            raw = json.loads(self.path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            return None, []
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            return None, [
+                Problem(
+                    "head-unreadable",
+                    f"the head file cannot be read ({error}); restore it from a backup",
+                    where,
+                )
+            ]
+        count = raw.get("count") if isinstance(raw, dict) else None
+        sha256 = raw.get("sha256") if isinstance(raw, dict) else None
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or count < 0
+            or not isinstance(sha256, str)
+            or not _HEX64.match(sha256)
+        ):
+            return None, [
+                Problem(
+                    "head-unreadable",
+                    "the head file must hold a count >= 0 and a 64-hex sha256; "
+                    "restore it from a backup",
+                    where,
+                )
+            ]
+        head = ChainHead(count, sha256)
+        if self.secret is not None and not self.secret.verify_mac(
+            self.purpose, self._mac_data(head), str(raw.get("mac", ""))
+        ):
+            return None, [
+                Problem(
+                    "head-mac-invalid",
+                    "the head's MAC is missing or was not made with this site's "
+                    "secret: the head (and so the file's length) was rewritten; "
+                    "restore both from a backup",
+                    where,
+                )
+            ]
+        return head, []
+
+    def write(self, head: ChainHead) -> None:
+        """Replace the head atomically (with its MAC when keyed)."""
+        content: dict[str, Any] = {"count": head.count, "sha256": head.sha256}
+        if self.secret is not None:
+            content["mac"] = self.secret.mac(self.purpose, self._mac_data(head))
+        replace_atomically(self.path, _canonical(content))
+
+    @staticmethod
+    def _mac_data(head: ChainHead) -> bytes:
+        return f"head|{head.count}|{head.sha256}".encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -111,6 +283,9 @@ class LedgerEntry:
         sha256 of the previous line's entry.
     sha256
         sha256 of this entry's canonical JSON without ``sha256``.
+    mac
+        HMAC-SHA256 under the site secret of the entry without ``sha256`` and
+        ``mac``; empty (and absent from the line) in an unkeyed ledger.
     """
 
     seq: int
@@ -126,6 +301,24 @@ class LedgerEntry:
     details: Mapping[str, Any]
     prev: str
     sha256: str
+    mac: str = ""
+
+
+_REQUIRED_FIELDS: dict[str, Callable[[object], bool]] = {
+    "seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "time": lambda v: isinstance(v, str),
+    "run": lambda v: isinstance(v, str),
+    "phase": lambda v: isinstance(v, str),
+    "kind": lambda v: isinstance(v, str),
+    "mechanism": lambda v: isinstance(v, str),
+    "stream": lambda v: isinstance(v, str),
+    "epsilon": lambda v: _is_real(v),
+    "stream_epsilon": lambda v: _is_real(v),
+    "delta": lambda v: _is_real(v),
+    "details": lambda v: isinstance(v, dict),
+    "prev": lambda v: isinstance(v, str) and bool(_HEX64.match(v)),
+    "sha256": lambda v: isinstance(v, str) and bool(_HEX64.match(v)),
+}
 
 
 @dataclass(frozen=True)
@@ -165,10 +358,16 @@ class PrivacyLedger:
     Parameters
     ----------
     path
-        The ledger file (JSON lines); created on the first release. The head
-        file is ``<path>.head`` and the lock file ``<path>.lock``.
+        The ledger file (JSON lines); created on the first release. The lock
+        file is ``<path>.lock``; the head file is given by
+        :func:`head_path_for`.
     budget
         The site's total budget.
+    secret
+        The site secret that keys the lines and the head (see the module
+        docstring); ``None`` for an unkeyed ledger (tests, tools). A site
+        always opens its ledger with its secret
+        (:func:`~fedbone.privacy.site_spending.open_site_ledger`).
 
     Raises
     ------
@@ -176,16 +375,27 @@ class PrivacyLedger:
         When the existing ledger does not verify.
     """
 
-    def __init__(self, path: Path, budget: PrivacyBudget) -> None:
+    def __init__(
+        self, path: Path, budget: PrivacyBudget, secret: SiteSecret | None = None
+    ) -> None:
         self.path = Path(path)
         self.budget = budget
-        self.head_path = self.path.with_name(self.path.name + ".head")
+        self.secret = secret
+        self.head_path = head_path_for(
+            self.path, secret.path if secret is not None else None
+        )
+        self._head = HeadFile(self.head_path, LEDGER_MAC_PURPOSE, secret)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         with self._locked():
             self._load(roll_forward=True)
 
+    @property
+    def keyed(self) -> bool:
+        """Whether lines and head carry a MAC under the site secret."""
+        return self.secret is not None
+
     def verify(self) -> list[LedgerEntry]:
-        """Re-hash every line and check the chain and the head.
+        """Re-hash every line and check values, MACs, the chain and the head.
 
         Returns
         -------
@@ -279,6 +489,8 @@ class PrivacyLedger:
             The accountant stream of the release.
         stream_epsilon
             The stream's cumulative ε after this release, from its accountant.
+            When it depends on the stream's history, use
+            :meth:`record_composed`, which computes it under the ledger's lock.
         delta
             The stream's δ (0 for pure-ε mechanisms).
         details
@@ -298,8 +510,70 @@ class PrivacyLedger:
         problems = _field_problems(run, phase, kind, mechanism, details)
         problems += _release_problems(stream, stream_epsilon, delta)
         PrivacyError.raise_if_any("privacy release", problems)
+        return self._record(
+            (run, phase, kind, mechanism, stream),
+            lambda _entries: stream_epsilon,
+            delta,
+            details,
+        )
+
+    def record_composed(
+        self,
+        *,
+        run: str,
+        phase: str,
+        kind: str,
+        mechanism: str,
+        stream: str,
+        stream_epsilon_of: Callable[[list[LedgerEntry]], float],
+        delta: float,
+        details: Mapping[str, Any] | None = None,
+    ) -> LedgerEntry:
+        """Compose a release after the ledger's entries, check it, append it.
+
+        The ledger's lock is held from reading the entries through computing
+        the stream's ε, the budget check, the append and the head write, so
+        concurrent releases each compose after the one before: none is
+        charged the same stream ε twice (an increment of 0).
+
+        Parameters
+        ----------
+        run, phase, kind, mechanism, stream, delta, details
+            As for :meth:`record`.
+        stream_epsilon_of
+            Given the verified entries (oldest first), returns the stream's
+            cumulative ε after this release. Called under the lock: it must
+            not use this ledger.
+
+        Returns
+        -------
+        LedgerEntry
+            The appended entry.
+
+        Raises
+        ------
+        PrivacyError, BudgetExceeded, LedgerTampered
+            As :meth:`record`; nothing is written then.
+        """
+        details = dict(details or {})
+        problems = _field_problems(run, phase, kind, mechanism, details)
+        problems += _release_problems(stream, 0.0, delta)
+        PrivacyError.raise_if_any("privacy release", problems)
+        return self._record(
+            (run, phase, kind, mechanism, stream), stream_epsilon_of, delta, details
+        )
+
+    def _record(
+        self,
+        names: tuple[str, str, str, str, str],
+        stream_epsilon_of: Callable[[list[LedgerEntry]], float],
+        delta: float,
+        details: dict[str, Any],
+    ) -> LedgerEntry:
+        run, phase, kind, mechanism, stream = names
         with self._locked():
             entries = self._load(roll_forward=False)
+            stream_epsilon = stream_epsilon_of(list(entries))
             previous = self._check(entries, stream, stream_epsilon, delta)
             content: dict[str, Any] = {
                 "seq": len(entries),
@@ -309,15 +583,19 @@ class PrivacyLedger:
                 "kind": kind,
                 "mechanism": mechanism,
                 "stream": stream,
-                "epsilon": float(stream_epsilon) - previous,
+                "epsilon": max(0.0, float(stream_epsilon) - previous),
                 "stream_epsilon": float(stream_epsilon),
                 "delta": float(delta),
                 "details": details,
                 "prev": entries[-1].sha256 if entries else GENESIS_HASH,
             }
+            if self.secret is not None:
+                content["mac"] = self.secret.mac(
+                    LEDGER_MAC_PURPOSE, _entry_mac_data(content)
+                )
             entry = LedgerEntry(**content, sha256=_entry_hash(content))
             self._append(entry)
-            self._write_head(entry.seq + 1, entry.sha256)
+            self._head.write(ChainHead(entry.seq + 1, entry.sha256))
         logger.info(
             "privacy release recorded: stream %s, epsilon +%.4g (stream %.4g), "
             "delta %.3g",
@@ -405,36 +683,39 @@ class PrivacyLedger:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _load(self, *, roll_forward: bool) -> list[LedgerEntry]:
-        head = self._read_head()
+        head, problems = self._head.read()
+        LedgerTampered.raise_if_any(self.path, problems)
         if not self.path.exists():
-            if head is not None:
+            if head is not None and head.count > 0:
                 self._tampered(
                     "ledger-missing",
                     f"the ledger is missing but its head file {self.head_path} "
-                    f"records {head[0]} releases; restore the ledger from a backup",
+                    f"records {head.count} releases; restore the ledger from a "
+                    "backup (a site's spending is never reset)",
                     str(self.path),
                 )
             return []
         entries = self._read_chain()
-        count, last = head if head is not None else (0, GENESIS_HASH)
+        count, last = (head.count, head.sha256) if head else (0, GENESIS_HASH)
         hashes = [GENESIS_HASH] + [e.sha256 for e in entries]
         if len(entries) == count + 1 and hashes[count] == last:
-            # The crash window between append and head write: keep the line.
+            # The crash window between append and head write: keep the line
+            # (its MAC verified, when keyed).
             if roll_forward:
                 logger.warning(
                     "privacy ledger %s has one release beyond its head; "
                     "counting it and rolling the head forward",
                     self.path,
                 )
-                self._write_head(len(entries), entries[-1].sha256)
+                self._head.write(ChainHead(len(entries), entries[-1].sha256))
             return entries
         if len(entries) != count or hashes[-1] != last:
             self._tampered(
                 "head-mismatch",
                 f"the head file records {count} releases ending in {last[:12]}..., "
                 f"the ledger has {len(entries)} ending in {hashes[-1][:12]}...; "
-                "lines were cut off or the head was changed, restore both from a "
-                "backup",
+                "lines were cut off, added or the ledger replaced (or the head "
+                "changed): restore both from a backup",
                 str(self.head_path),
             )
         return entries
@@ -442,21 +723,19 @@ class PrivacyLedger:
     def _read_chain(self) -> list[LedgerEntry]:
         entries: list[LedgerEntry] = []
         problems: list[Problem] = []
-        expected_prev = GENESIS_HASH
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        expected_prev: str | None = GENESIS_HASH
+        lines = self.path.read_bytes().split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
         for number, line in enumerate(lines, start=1):
             where = f"line {number}"
-            try:
-                entry = LedgerEntry(**json.loads(line))
-            except (json.JSONDecodeError, TypeError) as error:
-                problems.append(
-                    Problem("unreadable-line", f"not a ledger entry ({error})", where)
-                )
-                expected_prev = GENESIS_HASH
+            parsed = _parse_entry(line, where)
+            if isinstance(parsed, list):
+                problems += parsed
+                expected_prev = None
                 continue
-            content = asdict(entry)
-            stored = content.pop("sha256")
-            if _entry_hash(content) != stored:
+            entry = parsed
+            if _entry_hash(_hashed_content(entry)) != entry.sha256:
                 problems.append(
                     Problem(
                         "entry-hash-mismatch",
@@ -464,7 +743,7 @@ class PrivacyLedger:
                         where,
                     )
                 )
-            if entry.prev != expected_prev:
+            if expected_prev is not None and entry.prev != expected_prev:
                 problems.append(
                     Problem(
                         "chain-broken",
@@ -481,45 +760,115 @@ class PrivacyLedger:
                         where,
                     )
                 )
-            expected_prev = stored
+            if self.secret is not None and not self.secret.verify_mac(
+                LEDGER_MAC_PURPOSE, _entry_mac_data(_hashed_content(entry)), entry.mac
+            ):
+                problems.append(
+                    Problem(
+                        "entry-mac-invalid",
+                        "the line's MAC is missing or was not made with this site's "
+                        "secret: it was written, rewritten or re-chained without "
+                        "the key, or comes from another site's ledger",
+                        where,
+                    )
+                )
+            expected_prev = entry.sha256
             entries.append(entry)
         LedgerTampered.raise_if_any(self.path, problems)
+        LedgerTampered.raise_if_any(self.path, _stream_problems(entries))
         return entries
-
-    def _read_head(self) -> tuple[int, str] | None:
-        if not self.head_path.exists():
-            return None
-        try:
-            head = json.loads(self.head_path.read_text(encoding="utf-8"))
-            return int(head["count"]), str(head["sha256"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            self._tampered(
-                "head-unreadable",
-                f"the head file cannot be read ({error}); restore it from a backup",
-                str(self.head_path),
-            )
 
     def _append(self, entry: LedgerEntry) -> None:
         with open(self.path, "a", encoding="utf-8") as ledger:
-            ledger.write(_canonical(asdict(entry)) + "\n")
+            ledger.write(_canonical(_line_content(entry)) + "\n")
             ledger.flush()
             os.fsync(ledger.fileno())
 
-    def _write_head(self, count: int, sha256: str) -> None:
-        temporary = self.head_path.with_name(self.head_path.name + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as head:
-            head.write(_canonical({"count": count, "sha256": sha256}))
-            head.flush()
-            os.fsync(head.fileno())
-        os.replace(temporary, self.head_path)
-        directory = os.open(self.head_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
     def _tampered(self, code: str, message: str, where: str) -> NoReturn:
         raise LedgerTampered(self.path, [Problem(code, message, where)])
+
+
+def _parse_entry(line: bytes, where: str) -> LedgerEntry | list[Problem]:
+    """Parse one line into an entry, or say why it is not one (never raise)."""
+    try:
+        raw = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return [Problem("unreadable-line", f"not a ledger entry ({error})", where)]
+    if not isinstance(raw, dict):
+        return [Problem("unreadable-line", "not a JSON object", where)]
+    unknown = sorted(set(raw) - set(_REQUIRED_FIELDS) - {"mac"})
+    wrong = [
+        name
+        for name, valid in _REQUIRED_FIELDS.items()
+        if name not in raw or not valid(raw[name])
+    ]
+    if "mac" in raw and not isinstance(raw["mac"], str):
+        wrong.append("mac")
+    if unknown or wrong:
+        return [
+            Problem(
+                "unreadable-line",
+                f"not a ledger entry: fields missing or of the wrong type {wrong}, "
+                f"unknown fields {unknown}",
+                where,
+            )
+        ]
+    problems = [
+        Problem(
+            "invalid-value",
+            f"{name} is {raw[name]!r}; a recorded release has a finite "
+            f"{name} >= 0 (delta < 1): the line was forged or edited",
+            where,
+        )
+        for name in ("epsilon", "stream_epsilon", "delta")
+        if not (math.isfinite(raw[name]) and raw[name] >= 0)
+        or (name == "delta" and raw[name] >= 1)
+    ]
+    try:
+        _canonical(raw["details"])
+    except (TypeError, ValueError):
+        problems.append(
+            Problem(
+                "invalid-value",
+                "details holds values that are not finite JSON numbers or strings",
+                where,
+            )
+        )
+    if problems:
+        return problems
+    return LedgerEntry(**raw)
+
+
+def _stream_problems(entries: list[LedgerEntry]) -> list[Problem]:
+    """Check that each stream's ε adds up and keeps one δ, line by line."""
+    problems: list[Problem] = []
+    streams: dict[str, tuple[float, float]] = {}
+    for number, entry in enumerate(entries, start=1):
+        previous, delta = streams.get(entry.stream, (0.0, entry.delta))
+        expected = previous + entry.epsilon
+        if not math.isclose(
+            entry.stream_epsilon, expected, rel_tol=_STREAM_TOLERANCE, abs_tol=1e-12
+        ):
+            problems.append(
+                Problem(
+                    "stream-inconsistent",
+                    f"stream {entry.stream!r}: epsilon {entry.stream_epsilon:.6g} "
+                    f"after this line, but {previous:.6g} before plus an increment "
+                    f"of {entry.epsilon:.6g}: the line would change what was spent",
+                    f"line {number}",
+                )
+            )
+        if entry.delta != delta:
+            problems.append(
+                Problem(
+                    "stream-inconsistent",
+                    f"stream {entry.stream!r} changes delta from {delta:.3g} to "
+                    f"{entry.delta:.3g}; the ledger never records that",
+                    f"line {number}",
+                )
+            )
+        streams[entry.stream] = (max(previous, entry.stream_epsilon), delta)
+    return problems
 
 
 def _compose(entries: list[LedgerEntry]) -> Spending:
@@ -611,6 +960,27 @@ def _canonical(content: Mapping[str, Any]) -> str:
         ensure_ascii=True,
         allow_nan=False,
     )
+
+
+def _line_content(entry: LedgerEntry) -> dict[str, Any]:
+    """Return the entry as its line holds it: ``mac`` only when keyed."""
+    content = asdict(entry)
+    if not content["mac"]:
+        del content["mac"]
+    return content
+
+
+def _hashed_content(entry: LedgerEntry) -> dict[str, Any]:
+    """Return what ``sha256`` covers: the line without ``sha256``."""
+    content = _line_content(entry)
+    del content["sha256"]
+    return content
+
+
+def _entry_mac_data(content: Mapping[str, Any]) -> bytes:
+    """Return what an entry's MAC covers: the line less ``sha256`` and ``mac``."""
+    unkeyed = {k: v for k, v in content.items() if k not in ("sha256", "mac")}
+    return b"entry|" + _canonical(unkeyed).encode("utf-8")
 
 
 def _entry_hash(content: Mapping[str, Any]) -> str:

@@ -16,12 +16,19 @@ The order is what makes the budget binding:
    exceed the budget -- nothing is trained, nothing leaves;
 2. the site trains;
 3. :meth:`PlannedRelease.commit` appends the release to the ledger, before the
-   reply (the weights) is handed to the egress guard.
+   reply (the weights) is handed to the egress guard. It holds the ledger's
+   lock from reading the stream's history through the budget check to the
+   append, so concurrent releases are each composed after the one before.
+
+A site's ledger is always opened with the site's secret
+(:func:`open_site_secret_for`), which keys the ledger's lines and head: see
+:mod:`fedbone.privacy.ledger`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fedbone.config.privacy import DpPhaseSettings
@@ -31,12 +38,14 @@ from fedbone.privacy.budget import PrivacyBudget
 from fedbone.privacy.dp_gan import DpGanSpec
 from fedbone.privacy.dp_sgd import AccountantState, DpSgdSpec
 from fedbone.privacy.errors import PrivacyError
-from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger
+from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger, head_path_for
+from fedbone.security.site_secret import SiteSecret, open_site_secret
 
 __all__ = [
     "SGD_STREAM",
     "PlannedRelease",
     "open_site_ledger",
+    "open_site_secret_for",
     "plan_gan_release",
     "plan_sgd_release",
     "refuse_without_dp",
@@ -48,14 +57,46 @@ SGD_STREAM = "dp-sgd"
 _MECHANISM = "dp-sgd-rdp"
 
 
+def open_site_secret_for(site: SiteConfig) -> SiteSecret:
+    """Load the site's secret (``privacy.secret``), creating it at a fresh site.
+
+    The files it seals are the privacy ledger and the egress log and their
+    heads: while any of them exists, a missing secret is refused rather than
+    made anew (a new secret would let whoever deleted the old one rewrite
+    them unnoticed).
+
+    Parameters
+    ----------
+    site
+        The site config.
+
+    Returns
+    -------
+    SiteSecret
+        The loaded (or, at a fresh site, new) secret.
+
+    Raises
+    ------
+    PkiError
+        ``missing-secret``, ``secret-permissions`` or ``bad-secret``.
+    """
+    secret = site.secret_file
+    sealed: list[Path] = [site.privacy.ledger, site.egress_log]
+    sealed += [head_path_for(path, secret) for path in sealed]
+    return open_site_secret(secret, sealed=sealed)
+
+
 def open_site_ledger(site: SiteConfig, n_training: int) -> PrivacyLedger:
-    """Open the site's ledger under its configured budget.
+    """Open the site's ledger under its configured budget, keyed by its secret.
 
     Raises
     ------
     PrivacyError
         ``no-privacy-budget`` when the site config sets none: a site releases
         DP-trained weights only under a budget it chose.
+    PkiError
+        When the site's secret cannot be loaded (see
+        :func:`open_site_secret_for`).
     LedgerTampered
         When the existing ledger does not verify.
     """
@@ -75,7 +116,7 @@ def open_site_ledger(site: SiteConfig, n_training: int) -> PrivacyLedger:
     budget = PrivacyBudget.for_site(
         privacy.epsilon_budget, privacy.delta_budget, n_training
     )
-    return PrivacyLedger(privacy.ledger, budget)
+    return PrivacyLedger(privacy.ledger, budget, open_site_secret_for(site))
 
 
 def refuse_without_dp(site: SiteConfig) -> None:
@@ -105,18 +146,50 @@ def refuse_without_dp(site: SiteConfig) -> None:
 
 
 def sgd_history(entries: list[LedgerEntry]) -> AccountantState:
-    """Rebuild the ``dp-sgd`` stream's accountant history from ledger entries."""
+    """Rebuild the ``dp-sgd`` stream's accountant history from ledger entries.
+
+    Raises
+    ------
+    PrivacyError
+        ``invalid-sgd-details`` when a ``dp-sgd`` entry lacks a positive
+        noise multiplier, a sampling rate in (0, 1] or a step count.
+    """
     state = AccountantState(accountant="rdp")
     for entry in entries:
         if entry.stream != SGD_STREAM:
             continue
         details = entry.details
-        state = state.extended(
-            float(details["noise_multiplier"]),
-            float(details["sample_rate"]),
-            int(details["steps"]),
-        )
+        noise = _positive_real(details.get("noise_multiplier"))
+        rate = _positive_real(details.get("sample_rate"))
+        steps = details.get("steps")
+        if (
+            noise is None
+            or rate is None
+            or rate > 1
+            or not isinstance(steps, int)
+            or isinstance(steps, bool)
+        ):
+            raise PrivacyError(
+                SGD_STREAM,
+                [
+                    Problem(
+                        "invalid-sgd-details",
+                        f"ledger entry {entry.seq} of stream {SGD_STREAM!r} does not "
+                        "give noise_multiplier, sample_rate and steps: its history "
+                        "cannot be composed",
+                        f"seq {entry.seq}",
+                    )
+                ],
+            )
+        state = state.extended(noise, rate, steps)
     return state
+
+
+def _positive_real(value: object) -> float | None:
+    """Return ``value`` as a float if it is a finite number > 0, else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value < float("inf") else None
 
 
 @dataclass(frozen=True)
@@ -135,9 +208,10 @@ class PlannedRelease:
     def commit(self, *, run: str, phase: str, kind: str) -> LedgerEntry:
         """Append the release to the ledger (call before the reply leaves).
 
-        The stream's history is read again now: if another release was
-        committed since the plan, this one is composed after it (the ledger
-        checks the budget once more as it appends).
+        The stream's history is read again under the ledger's lock, which is
+        held through the budget check and the append: if another release was
+        committed since the plan (or is being committed now), this one is
+        composed after it and charged its own increment.
 
         Parameters
         ----------
@@ -151,23 +225,26 @@ class PlannedRelease:
         BudgetExceeded
             When releases committed since the plan leave no room for this one.
         """
-        now = sgd_history(self.ledger.entries())
-        epsilon = self.epsilon
-        if now != self.before:
+
+        def stream_epsilon_of(entries: list[LedgerEntry]) -> float:
+            now = sgd_history(entries)
+            if now == self.before:
+                return self.epsilon
             after = now.extended(self.noise_multiplier, self.sample_rate, self.steps)
-            epsilon = after.epsilon(self.delta)
+            return after.epsilon(self.delta)
+
         details: dict[str, Any] = {
             "noise_multiplier": self.noise_multiplier,
             "sample_rate": self.sample_rate,
             "steps": self.steps,
         }
-        return self.ledger.record(
+        return self.ledger.record_composed(
             run=run,
             phase=phase,
             kind=kind,
             mechanism=_MECHANISM,
             stream=SGD_STREAM,
-            stream_epsilon=epsilon,
+            stream_epsilon_of=stream_epsilon_of,
             delta=self.delta,
             details=details,
         )

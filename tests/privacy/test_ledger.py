@@ -8,7 +8,8 @@ import pytest
 
 from fedbone.privacy.budget import PrivacyBudget
 from fedbone.privacy.errors import BudgetExceeded, LedgerTampered, PrivacyError
-from fedbone.privacy.ledger import GENESIS_HASH, PrivacyLedger
+from fedbone.privacy.ledger import GENESIS_HASH, PrivacyLedger, head_path_for
+from fedbone.security.site_secret import create_site_secret
 
 BUDGET = PrivacyBudget(epsilon=8.0, delta=1e-4)
 CLASSIFIER = "run-1/train/classifier"
@@ -362,3 +363,171 @@ def test_concurrent_writers_keep_one_unbroken_chain(tmp_path):
     assert len(entries) == 20
     assert [e.seq for e in entries] == list(range(20))
     assert PrivacyLedger(path, BUDGET).spent().epsilon == pytest.approx(2.0)
+
+
+def keyed_ledger(tmp_path: Path) -> PrivacyLedger:
+    secret = create_site_secret(tmp_path / "secret" / "site-secret.key")
+    ledger = PrivacyLedger(tmp_path / "privacy.jsonl", BUDGET, secret)
+    for stream_epsilon in (1.0, 1.5, 2.0):
+        release(ledger, CLASSIFIER, stream_epsilon)
+    return ledger
+
+
+def test_a_keyed_ledger_macs_its_lines_and_keeps_its_head_by_the_secret(tmp_path):
+    # Execute
+    ledger = keyed_ledger(tmp_path)
+
+    # Assert: the sha256 still covers the whole line (the MAC included)
+    secret_path = tmp_path / "secret" / "site-secret.key"
+    assert ledger.keyed
+    assert ledger.head_path == head_path_for(ledger.path, secret_path)
+    assert ledger.head_path.parent == secret_path.parent
+    head = json.loads(ledger.head_path.read_text())
+    assert set(head) == {"count", "sha256", "mac"}
+    for line in ledger.path.read_text().splitlines():
+        entry = json.loads(line)
+        assert len(entry["mac"]) == 64
+        assert entry["sha256"] == canonical_hash(entry)
+    assert PrivacyLedger(ledger.path, BUDGET, ledger.secret).spent().epsilon == 2.0
+
+
+def test_a_keyed_ledger_opened_with_another_secret_is_refused(tmp_path):
+    # Prepare
+    ledger = keyed_ledger(tmp_path)
+    other = create_site_secret(tmp_path / "secret" / "other.key")
+    (tmp_path / "secret" / f"other.key.{ledger.path.name}.head").write_bytes(
+        ledger.head_path.read_bytes()
+    )
+
+    # Execute
+    with pytest.raises(LedgerTampered) as caught:
+        PrivacyLedger(ledger.path, BUDGET, other)
+
+    # Assert
+    assert caught.value.codes == ["head-mac-invalid"]
+
+
+def test_a_keyed_line_appended_before_a_crash_is_rolled_forward_with_a_mac(
+    tmp_path,
+):
+    # Prepare: the head as it was before the last append
+    ledger = keyed_ledger(tmp_path)
+    head_before = ledger.head_path.read_bytes()
+    release(ledger, CLASSIFIER, 2.5)
+    ledger.head_path.write_bytes(head_before)
+
+    # Execute
+    reopened = PrivacyLedger(ledger.path, BUDGET, ledger.secret)
+
+    # Assert: counted, and the rolled-forward head carries a valid MAC
+    assert reopened.spent().epsilon == pytest.approx(2.5)
+    assert json.loads(ledger.head_path.read_text())["count"] == 4
+    release(reopened, CLASSIFIER, 3.0)
+    assert reopened.spent().n_entries == 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "NaN",
+        "[1, 2]",
+        '{"seq": 0}',
+        "\u00ff\u00fe garbage",
+    ],
+)
+def test_a_garbage_line_is_a_typed_refusal(tmp_path, text):
+    # Prepare
+    ledger = ledger_with_three_rounds(tmp_path)
+
+    # Execute
+    with ledger.path.open("a") as stream:
+        stream.write(text + "\n")
+
+    # Assert
+    with pytest.raises(LedgerTampered) as caught:
+        ledger.verify()
+    assert caught.value.codes == ["unreadable-line"]
+    assert caught.value.problems[0].where == "line 4"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epsilon", float("nan")),
+        ("epsilon", -1.0),
+        ("stream_epsilon", float("inf")),
+        ("delta", 1.5),
+    ],
+)
+def test_a_non_finite_or_negative_value_is_refused_on_load(tmp_path, field, value):
+    # Prepare
+    ledger = ledger_with_three_rounds(tmp_path)
+
+    # Execute: the edited value, re-hashed (json writes NaN and Infinity)
+    lines = ledger.path.read_text().splitlines()
+    entry = json.loads(lines[2])
+    entry[field] = value
+    lines[2] = json.dumps(entry)
+    ledger.path.write_text("\n".join(lines) + "\n")
+
+    # Assert: a typed refusal, never a raw ValueError
+    with pytest.raises(LedgerTampered) as caught:
+        ledger.verify()
+    assert caught.value.codes == ["invalid-value"]
+
+
+def test_an_unkeyed_line_that_lowers_a_stream_is_refused(tmp_path):
+    # Prepare: a correctly chained line beyond the head, stream back to 0
+    ledger = ledger_with_three_rounds(tmp_path)
+    last = ledger.entries()[-1]
+    forged = {
+        "seq": 3,
+        "time": last.time,
+        "run": "run-1",
+        "phase": "train",
+        "kind": "classifier-round",
+        "mechanism": "dp-sgd-rdp",
+        "stream": CLASSIFIER,
+        "epsilon": 0.0,
+        "stream_epsilon": 0.0,
+        "delta": 1e-5,
+        "details": {},
+        "prev": last.sha256,
+    }
+    forged["sha256"] = canonical_hash(forged)
+
+    # Execute
+    with ledger.path.open("a") as stream:
+        stream.write(json.dumps(forged) + "\n")
+
+    # Assert
+    with pytest.raises(LedgerTampered) as caught:
+        PrivacyLedger(ledger.path, BUDGET)
+    assert caught.value.codes == ["stream-inconsistent"]
+    assert caught.value.problems[0].where == "line 4"
+
+
+def test_record_composed_computes_the_stream_epsilon_under_the_lock(tmp_path):
+    # Prepare
+    ledger = ledger_with_three_rounds(tmp_path)
+    seen: list[int] = []
+
+    def plus_half(entries):
+        seen.append(len(entries))
+        return entries[-1].stream_epsilon + 0.5
+
+    # Execute
+    entry = ledger.record_composed(
+        run="run-1",
+        phase="train",
+        kind="classifier-round",
+        mechanism="dp-sgd-rdp",
+        stream=CLASSIFIER,
+        stream_epsilon_of=plus_half,
+        delta=1e-5,
+    )
+
+    # Assert
+    assert seen == [3]
+    assert entry.epsilon == pytest.approx(0.5)
+    assert entry.stream_epsilon == pytest.approx(2.5)

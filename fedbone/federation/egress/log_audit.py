@@ -1,11 +1,25 @@
 """Read, summarise and verify a site's egress log: what left this hospital.
 
-The log (:class:`fedbone.federation.egress.guard.EgressLog`) is plain JSON lines, one
-per reply the site sent or refused to send. It is not hash-chained, so
-verification checks that it is well formed and plausible, not that it is
-unedited: every line parses, has every field with the right type, a known
-verdict, a 64-hex-digit sha256, and times that never go backwards. Problems are
-listed in line order, so the first one names the first bad line.
+The log (:class:`fedbone.federation.egress.log.EgressLog`) is JSON lines, one
+per reply the site sent or refused to send, hash-chained and, at a site, keyed
+with the site's secret. Verification checks that
+
+- every line parses, has every field with the right type, a known verdict, a
+  64-hex-digit sha256, and times that never go backwards;
+- every line's ``seq`` is its position and its ``prev`` the sha256 of the line
+  before (an edited, deleted, inserted or moved line breaks the chain at the
+  next line);
+- with the secret, every line's ``mac`` is the secret's HMAC of the line (no
+  line was written, rewritten or re-chained without the key);
+- the head (line count and last hash, MAC'd when keyed) matches the log, so a
+  cut-off tail, lines added after it or a deleted log are seen too. One
+  authentic line beyond the head is a crash between an append and its head
+  write, and is accepted.
+
+Without the secret the chain is unkeyed: someone who rewrites the whole chain
+and its head goes unseen, and :class:`EgressAudit` says ``keyed=False``.
+Problems are listed in line order, so the first one names the first bad line;
+head problems come last.
 """
 
 from __future__ import annotations
@@ -25,12 +39,22 @@ from fedbone.federation.egress.guard import (
     VERDICT_PASSED,
     VERDICT_REFUSED,
 )
+from fedbone.federation.egress.log import (
+    EGRESS_MAC_PURPOSE,
+    entry_mac_data,
+    line_hash,
+    split_lines,
+)
+from fedbone.privacy.ledger import GENESIS_HASH, ChainHead, HeadFile, head_path_for
+from fedbone.security.site_secret import SiteSecret
 
 __all__ = [
     "EGRESS_FIELDS",
     "EGRESS_VERDICTS",
+    "EgressAudit",
     "EgressEntry",
     "EgressSummary",
+    "audit_egress_log",
     "read_egress_log",
     "summarise_egress_log",
     "verify_egress_log",
@@ -46,6 +70,8 @@ EGRESS_FIELDS: dict[str, type] = {
     "sha256": str,
     "verdict": str,
     "reason": str,
+    "seq": int,
+    "prev": str,
 }
 """Every field an egress log line must hold, with its JSON type."""
 
@@ -232,41 +258,172 @@ def _parse_line(number: int, text: str) -> EgressEntry | list[Problem]:
     )
 
 
-def read_egress_log(path: str | Path) -> tuple[list[EgressEntry], list[Problem]]:
-    """Parse an egress log into its well-formed entries and its problems.
+def _chain_problems(
+    number: int, raw: Any, prev: str, secret: SiteSecret | None
+) -> list[Problem]:
+    """Check one parsed line's ``seq``, ``prev`` and (keyed) ``mac``."""
+    where = f"line {number}"
+    if not isinstance(raw, dict):
+        return []  # reported as not-json
+    problems = []
+    if isinstance(raw.get("prev"), str) and raw["prev"] != prev:
+        problems.append(
+            Problem(
+                "chain-broken",
+                f"prev does not match line {number - 1}'s sha256: a line before "
+                "it was edited, deleted, inserted or moved"
+                if number > 1
+                else "the first line's prev is not 64 zeros: lines before it "
+                "were deleted",
+                where,
+            )
+        )
+    seq = raw.get("seq")
+    if isinstance(seq, int) and not isinstance(seq, bool) and seq != number - 1:
+        problems.append(
+            Problem(
+                "sequence-gap",
+                f"seq is {seq}, expected {number - 1}: lines were deleted, "
+                "inserted or moved",
+                where,
+            )
+        )
+    if secret is not None and not secret.verify_mac(
+        EGRESS_MAC_PURPOSE, entry_mac_data(raw), str(raw.get("mac", ""))
+    ):
+        problems.append(
+            Problem(
+                "entry-mac-invalid",
+                "the line's MAC is missing or was not made with this site's "
+                "secret: it was written or rewritten without the key",
+                where,
+            )
+        )
+    return problems
+
+
+@dataclass(frozen=True)
+class EgressAudit:
+    """What verifying an egress log found.
+
+    Parameters
+    ----------
+    path
+        The log.
+    entries
+        Well-formed entries in file order.
+    problems
+        Every problem, in line order, head problems last; empty if it verifies.
+    keyed
+        Whether the MACs were checked with the site secret; ``False`` means
+        the chain was checked without a key (a full rewrite would go unseen).
+    """
+
+    path: Path
+    entries: list[EgressEntry]
+    problems: list[Problem]
+    keyed: bool
+
+    @property
+    def verified(self) -> bool:
+        """Whether no problem was found."""
+        return not self.problems
+
+
+def _head_problems(
+    head_file: HeadFile, lines: list[bytes], last_line_clean: bool
+) -> list[Problem]:
+    head, problems = head_file.read()
+    if problems:
+        return problems
+    count, last = (head.count, head.sha256) if head else (0, GENESIS_HASH)
+    hashes = [GENESIS_HASH, *(line_hash(line) for line in lines)]
+    if len(lines) == count and hashes[-1] == last:
+        return []
+    if len(lines) == count + 1 and hashes[count] == last and last_line_clean:
+        return []  # a crash between the last append and its head write
+    if head is None:
+        return [
+            Problem(
+                "head-missing",
+                f"the log has {len(lines)} lines but no head file; it was deleted "
+                "or the log was written by something else",
+                str(head_file.path),
+            )
+        ]
+    return [
+        Problem(
+            "head-mismatch",
+            f"the head records {count} lines ending in {last[:12]}..., the log "
+            f"has {len(lines)} ending in {hashes[-1][:12]}...: lines were cut off "
+            "or added, or the log was replaced",
+            str(head_file.path),
+        )
+    ]
+
+
+def audit_egress_log(path: str | Path, secret: SiteSecret | None = None) -> EgressAudit:
+    """Parse and verify an egress log: format, times, chain, MACs and head.
 
     Parameters
     ----------
     path
         The site's egress log (``egress_log`` in the site config).
+    secret
+        The site's secret: the MACs of lines and head are checked with it and
+        the head is looked for next to it. Without it the chain is checked
+        unkeyed (``keyed=False``).
 
     Returns
     -------
-    tuple
-        Well-formed entries in file order, and every problem found, in line
-        order: malformed lines, times that go backwards, or a missing file.
+    EgressAudit
+        Well-formed entries and every problem found (see the module docstring).
     """
     path = Path(path)
+    head_file = HeadFile(
+        head_path_for(path, secret.path if secret is not None else None),
+        EGRESS_MAC_PURPOSE,
+        secret,
+    )
+    keyed = secret is not None
     if not path.is_file():
-        return [], [
-            Problem(
-                "missing-log",
-                f"no egress log at {path}; a site that has answered any request "
-                "has one: check egress_log in the site config",
-            )
-        ]
+        head, _ = head_file.read()
+        message = (
+            f"no egress log at {path}, but its head {head_file.path} records "
+            f"{head.count} lines: it was deleted, restore it from a backup"
+            if isinstance(head, ChainHead) and head.count > 0
+            else f"no egress log at {path}; a site that has answered any request "
+            "has one: check egress_log in the site config"
+        )
+        return EgressAudit(
+            path,
+            [],
+            [Problem("missing-log", message)],
+            keyed,
+        )
     entries: list[EgressEntry] = []
     problems: list[Problem] = []
     latest: EgressEntry | None = None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, text in enumerate(lines, start=1):
+    lines = split_lines(path.read_bytes())
+    last_line_clean = True
+    for number, raw_line in enumerate(lines, start=1):
+        found = len(problems)
+        prev = line_hash(lines[number - 2]) if number > 1 else GENESIS_HASH
+        text = raw_line.decode("utf-8", errors="replace")
         if not text.strip():
+            problems.append(
+                Problem("not-json", "a blank line; the log has none", f"line {number}")
+            )
+            last_line_clean = False
             continue
         parsed = _parse_line(number, text)
+        try:
+            raw: Any = json.loads(text)
+        except json.JSONDecodeError:
+            raw = None
         if isinstance(parsed, list):
             problems += parsed
-            continue
-        if latest is not None and parsed.time < latest.time:
+        elif latest is not None and parsed.time < latest.time:
             problems.append(
                 Problem(
                     "time-goes-back",
@@ -276,18 +433,48 @@ def read_egress_log(path: str | Path) -> tuple[list[EgressEntry], list[Problem]]
                     f"line {number}",
                 )
             )
-        latest = parsed if latest is None or parsed.time >= latest.time else latest
-        entries.append(parsed)
-    return entries, problems
+        problems += _chain_problems(number, raw, prev, secret)
+        last_line_clean = len(problems) == found
+        if isinstance(parsed, EgressEntry):
+            if latest is None or parsed.time >= latest.time:
+                latest = parsed
+            entries.append(parsed)
+    problems += _head_problems(head_file, lines, last_line_clean)
+    return EgressAudit(path, entries, problems, keyed)
 
 
-def verify_egress_log(path: str | Path) -> list[Problem]:
+def read_egress_log(
+    path: str | Path, secret: SiteSecret | None = None
+) -> tuple[list[EgressEntry], list[Problem]]:
+    """Parse an egress log into its well-formed entries and its problems.
+
+    Parameters
+    ----------
+    path
+        The site's egress log (``egress_log`` in the site config).
+    secret
+        The site's secret, to check MACs; see :func:`audit_egress_log`.
+
+    Returns
+    -------
+    tuple
+        Well-formed entries in file order, and every problem found (see
+        :func:`audit_egress_log`).
+    """
+    audit = audit_egress_log(path, secret)
+    return audit.entries, audit.problems
+
+
+def verify_egress_log(
+    path: str | Path, secret: SiteSecret | None = None
+) -> list[Problem]:
     """Return every problem with an egress log; empty if it verifies.
 
     The first problem names the first bad line. See the module docstring for
-    what is checked (and that an edit keeping lines well formed goes unseen).
+    what is checked; without ``secret`` a rewrite of the whole chain and head
+    goes unseen.
     """
-    return read_egress_log(path)[1]
+    return audit_egress_log(path, secret).problems
 
 
 def summarise_egress_log(path: str | Path, run: str | None = None) -> EgressSummary:

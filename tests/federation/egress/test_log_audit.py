@@ -3,23 +3,27 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from fedbone.cli.egress_log import add_egress_log_parser, run_egress_log
 from fedbone.federation.egress.guard import EgressLog
+from fedbone.federation.egress.log import EgressLogTampered
 from fedbone.federation.egress.log_audit import (
+    audit_egress_log,
     summarise_egress_log,
     verify_egress_log,
 )
+from fedbone.security.site_secret import SiteSecret, create_site_secret
 
 DIGEST = "ab" * 32
 
 
-def _write_log(path: Path) -> EgressLog:
+def _write_log(path: Path, secret: SiteSecret | None = None) -> EgressLog:
     """Four replies over two runs, as the egress mod logs them."""
-    log = EgressLog(path)
+    log = EgressLog(path, secret)
     for run_name, phase, kind, n_bytes, verdict in [
         ("study-1", "census", "query.census", 100, "passed"),
         ("study-1", "train", "train", 5000, "passed"),
@@ -47,6 +51,13 @@ def _site_yaml(folder: Path) -> Path:
         "egress_log: logs/egress.jsonl\n"
     )
     return path
+
+
+def _site_with_log(folder: Path) -> tuple[Path, EgressLog]:
+    """A site YAML, its secret (default path) and a keyed log of four replies."""
+    config = _site_yaml(folder)
+    secret = create_site_secret(folder / "site-secret.key")
+    return config, _write_log(folder / "logs" / "egress.jsonl", secret)
 
 
 def _edit_line(path: Path, number: int, **changes: object) -> None:
@@ -111,7 +122,11 @@ def test_each_kind_of_bad_line_is_reported_at_its_line(
 
     problems = verify_egress_log(log.path)
 
-    assert [(p.code, p.where) for p in problems] == [(code, "line 3")]
+    # the edit also breaks the hash chain at the next line
+    assert [(p.code, p.where) for p in problems] == [
+        (code, "line 3"),
+        ("chain-broken", "line 4"),
+    ]
 
 
 def test_the_first_problem_names_the_first_bad_line(tmp_path: Path) -> None:
@@ -124,7 +139,9 @@ def test_the_first_problem_names_the_first_bad_line(tmp_path: Path) -> None:
 
     assert [(p.code, p.where) for p in problems] == [
         ("unknown-verdict", "line 2"),
+        ("chain-broken", "line 3"),
         ("not-json", "line 5"),
+        ("head-mismatch", str(log.head_path)),  # line 5 is not an append
     ]
 
 
@@ -135,8 +152,7 @@ def test_a_missing_log_does_not_verify(tmp_path: Path) -> None:
 
 
 def test_command_prints_a_table_and_a_summary(tmp_path: Path) -> None:
-    config = _site_yaml(tmp_path)
-    _write_log(tmp_path / "logs" / "egress.jsonl")
+    config, _ = _site_with_log(tmp_path)
 
     code, text = _run("--config", str(config), "--tail", "2")
 
@@ -153,8 +169,7 @@ def test_command_prints_a_table_and_a_summary(tmp_path: Path) -> None:
 def test_command_exits_1_and_lists_problems_when_the_log_is_bad(
     tmp_path: Path,
 ) -> None:
-    config = _site_yaml(tmp_path)
-    log = _write_log(tmp_path / "logs" / "egress.jsonl")
+    config, log = _site_with_log(tmp_path)
     _edit_line(log.path, 4, sha256="0" * 63)
 
     code, text = _run("--config", str(config), "--json", "--run", "study-1")
@@ -164,3 +179,147 @@ def test_command_exits_1_and_lists_problems_when_the_log_is_bad(
     assert document["verified"] is False
     assert document["problems"][0]["where"] == "line 4"
     assert [e["line"] for e in document["entries"]] == [1, 2, 3]
+
+
+def test_a_keyed_log_verifies_with_its_secret_only(tmp_path: Path) -> None:
+    # Prepare
+    secret = create_site_secret(tmp_path / "site-secret.key")
+    other = create_site_secret(tmp_path / "other-site.key")
+    log = _write_log(tmp_path / "egress.jsonl", secret)
+
+    # Execute
+    audit = audit_egress_log(log.path, secret)
+    with_other_key = verify_egress_log(log.path, other)
+
+    # Assert
+    assert audit.verified and audit.keyed
+    assert len(audit.entries) == 4
+    assert [e["seq"] for e in log.entries()] == [0, 1, 2, 3]
+    assert all(len(e["mac"]) == 64 for e in log.entries())
+    assert log.verify() == []
+    assert "entry-mac-invalid" in [p.code for p in with_other_key]
+
+
+def test_an_unkeyed_audit_says_so(tmp_path: Path) -> None:
+    # Prepare
+    log = _write_log(tmp_path / "egress.jsonl")
+
+    # Execute
+    audit = audit_egress_log(log.path)
+
+    # Assert
+    assert audit.verified
+    assert audit.keyed is False
+
+
+def test_a_keyed_line_edited_and_rechained_fails_its_mac(tmp_path: Path) -> None:
+    # Prepare: edit the last line (no next line to break) keeping prev and seq
+    secret = create_site_secret(tmp_path / "site-secret.key")
+    log = _write_log(tmp_path / "egress.jsonl", secret)
+
+    # Execute
+    _edit_line(log.path, 4, verdict="passed")
+
+    # Assert
+    codes = [(p.code, p.where) for p in verify_egress_log(log.path, secret)]
+    assert ("entry-mac-invalid", "line 4") in codes
+    assert "head-mismatch" in [code for code, _ in codes]
+
+
+def test_a_cut_off_tail_is_detected_and_refuses_the_next_append(
+    tmp_path: Path,
+) -> None:
+    # Prepare
+    secret = create_site_secret(tmp_path / "site-secret.key")
+    log = _write_log(tmp_path / "egress.jsonl", secret)
+    lines = log.path.read_text().splitlines()
+
+    # Execute
+    log.path.write_text("\n".join(lines[:3]) + "\n")
+
+    # Assert: the audit names the head, and the log is never sealed again
+    assert [p.code for p in verify_egress_log(log.path, secret)] == ["head-mismatch"]
+    with pytest.raises(EgressLogTampered) as caught:
+        _write_log(log.path, secret)
+    assert caught.value.codes == ["head-mismatch"]
+    assert len(log.path.read_text().splitlines()) == 3
+
+
+def test_a_deleted_log_whose_head_remains_is_named(tmp_path: Path) -> None:
+    # Prepare
+    secret = create_site_secret(tmp_path / "site-secret.key")
+    log = _write_log(tmp_path / "egress.jsonl", secret)
+
+    # Execute
+    log.path.unlink()
+
+    # Assert
+    problems = verify_egress_log(log.path, secret)
+    assert [p.code for p in problems] == ["missing-log"]
+    assert "records 4 lines" in problems[0].message
+    with pytest.raises(EgressLogTampered):
+        log.check_tail()
+
+
+def test_a_line_appended_before_a_crash_is_accepted(tmp_path: Path) -> None:
+    # Prepare: the head as it was before the last append
+    secret = create_site_secret(tmp_path / "site-secret.key")
+    log = _write_log(tmp_path / "egress.jsonl", secret)
+    saved_head = log.head_path.read_bytes()
+    log.append(
+        run_id=3,
+        run_name="study-3",
+        phase="census",
+        kind="query.census",
+        n_bytes=10,
+        sha256=DIGEST,
+        verdict="passed",
+        reason="passed",
+    )
+    log.head_path.write_bytes(saved_head)
+
+    # Execute
+    problems = verify_egress_log(log.path, secret)
+    log.check_tail()
+    _write_log(log.path, secret)
+
+    # Assert
+    assert problems == []
+    assert verify_egress_log(log.path, secret) == []
+    assert len(log.entries()) == 9
+
+
+def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
+    # Prepare: four log objects on one file, as four site processes
+    secret = create_site_secret(tmp_path / "site-secret.key")
+    path = tmp_path / "egress.jsonl"
+
+    def write() -> None:
+        for _ in range(3):
+            _write_log(path, secret)
+
+    # Execute
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Assert
+    assert verify_egress_log(path, secret) == []
+    assert [e["seq"] for e in EgressLog(path).entries()] == list(range(48))
+
+
+def test_command_refuses_a_site_without_its_secret(tmp_path: Path) -> None:
+    # Prepare
+    config, _ = _site_with_log(tmp_path)
+    (tmp_path / "site-secret.key").unlink()
+
+    # Execute
+    code, text = _run("--config", str(config), "--json")
+
+    # Assert
+    document = json.loads(text)
+    assert code == 1
+    assert document["problems"][0]["code"] == "missing-secret"
+    assert document["keyed"] is False
