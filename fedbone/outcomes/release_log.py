@@ -21,12 +21,11 @@ is a new cohort (documented in ``docs/threat-model.md``).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedbone.errors import Problem
+from fedbone.file_lock import exclusive_lock
 from fedbone.outcomes.cohort import OutcomeCohort
 from fedbone.privacy.errors import PrivacyError
 
@@ -98,15 +98,8 @@ class OutcomeReleaseLog:
                 )
         return releases
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive_lock(self.path.with_name(self.path.name + ".lock"))
 
     def admit(
         self,

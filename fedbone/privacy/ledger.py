@@ -70,21 +70,21 @@ it reads under that lock.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from fedbone.errors import Problem
+from fedbone.file_lock import exclusive_lock
 from fedbone.privacy.budget import PrivacyBudget
 from fedbone.privacy.errors import BudgetExceeded, LedgerTampered, PrivacyError
 from fedbone.security.site_secret import SiteSecret
@@ -670,17 +670,8 @@ class PrivacyLedger:
             )
         return previous
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        # A separate lock file: locking the ledger itself would create it and
-        # hide a ledger deleted while its head remains.
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive_lock(self._lock_path)
 
     def _load(self, *, roll_forward: bool) -> list[LedgerEntry]:
         head, problems = self._head.read()

@@ -33,17 +33,17 @@ log still matches its head and refuses
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fedbone.errors import Problem, ProblemsError
+from fedbone.file_lock import exclusive_lock
 from fedbone.privacy.ledger import GENESIS_HASH, ChainHead, HeadFile, head_path_for
 from fedbone.security.site_secret import SiteSecret
 
@@ -282,15 +282,8 @@ class EgressLog:
             EGRESS_MAC_PURPOSE, entry_mac_data(entry), str(entry.get("mac", ""))
         )
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive_lock(self._lock_path)
 
 
 def _canonical(content: Mapping[str, Any]) -> str:
