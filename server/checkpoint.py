@@ -34,6 +34,7 @@ CHECKPOINT_FILE = Path("checkpoint") / "state.pkl"
 #: StudyRun fields a checkpoint keeps (the grid and sites are the live run's).
 _RUN_FIELDS = (
     "models",
+    "enhancers",
     "generators",
     "pool",
     "federated_generator",

@@ -63,6 +63,8 @@ class StudyRun:
     sim_site_configs: list[str] | None = None
     sites: dict[int, SiteInfo] = field(default_factory=dict)
     models: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    enhancers: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """Phase enhance's federated enhancers by method (not classifiers)."""
     generators: dict[str, dict[str, str]] = field(default_factory=dict)
     pool: SyntheticPool | None = None
     federated_generator: tuple[int, dict[str, np.ndarray]] | None = None

@@ -36,6 +36,8 @@ from fedbone.federation.requests import (
     ARRAYS_RECORD,
     cox_request,
     cross_audit_request,
+    enhance_components_request,
+    enhance_validate_request,
     evaluate_request,
     gan_request,
     model_arrays,
@@ -250,3 +252,29 @@ def outcome_cox(message: Message, context: Context) -> Message:
     """One Newton step: this site's stratum's log-likelihood and derivatives."""
     derivatives = site_for(message, context).outcome_cox(cox_request(message))
     return _reply(message, {COX_DERIVATIVES_RECORD: derivatives_record(derivatives)})
+
+
+@app.query("enhance_evaluate")
+def enhance_evaluate(message: Message, context: Context) -> Message:
+    """Evaluate every enhancer at every level: per-image-set sums and histograms.
+
+    Per-scan values and the scores for the DeLong components stay in the
+    site's run folder.
+    """
+    records = site_for(message, context).enhance_evaluate(
+        enhance_validate_request(message)
+    )
+    return _reply(
+        message, {name: metric_record(values) for name, values in records.items()}
+    )
+
+
+@app.query("enhance_components")
+def enhance_components(message: Message, context: Context) -> Message:
+    """Reply with sums of DeLong components of enhanced vs standard scans."""
+    records = site_for(message, context).enhance_components(
+        enhance_components_request(message)
+    )
+    return _reply(
+        message, {name: metric_record(values) for name, values in records.items()}
+    )

@@ -15,6 +15,7 @@ Example (``configs/site.example.yaml`` documents every key)::
       cache_dir: cache
       default_view: null          # anterior | posterior | null
       workers: 2
+      fast_manifest: null         # CSV of real fast acquisitions (optional)
     preprocessing:
       spacing_mm: 2.0
       canvas: [1024, 256]         # height, width of one view
@@ -107,12 +108,18 @@ class Device(StrEnum):
 
 @dataclass(frozen=True)
 class DataSettings:
-    """Where a site's data and cache live."""
+    """Where a site's data and cache live.
+
+    ``fast_manifest`` lists real fast acquisitions paired with standard scans
+    of the manifest (``scan_id, fast_scan_file, speed``); ``None`` when the
+    site has none.
+    """
 
     manifest: Path
     cache_dir: Path = Path("cache")
     default_view: View | None = None
     workers: int = 1
+    fast_manifest: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -266,7 +273,7 @@ _ALLOWED: dict[str, set[str]] = {
         "work_dir",
     },
     "site": {"id", "role"},
-    "data": {"manifest", "cache_dir", "default_view", "workers"},
+    "data": {"manifest", "cache_dir", "default_view", "workers", "fast_manifest"},
     "preprocessing": {"spacing_mm", "canvas", "views", "clip_percentile"},
     "privacy": {
         "small_cell_threshold",
@@ -329,7 +336,17 @@ def _read_data(
     workers = c.number(data, "data.workers", DataSettings.workers, 1, 64)
     if not float(workers).is_integer():
         c.add("wrong-type", "data.workers", "expected a whole number of processes")
-    return DataSettings(manifest, cache_dir, default_view, int(workers))
+    fast_manifest: Path | None = None
+    if data.get("fast_manifest") is not None:
+        fast_manifest = _resolve(data["fast_manifest"], base_dir)
+        if not fast_manifest.is_file():
+            c.add(
+                "missing-file",
+                "data.fast_manifest",
+                f"no file at {fast_manifest}; give the CSV of fast acquisitions "
+                "(scan_id, fast_scan_file, speed) or remove the key",
+            )
+    return DataSettings(manifest, cache_dir, default_view, int(workers), fast_manifest)
 
 
 def _read_preprocessing(c: SettingsCollector, raw: Mapping[str, Any]) -> PreprocessSpec:
@@ -527,6 +544,7 @@ def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str
 
     spec = config.preprocessing
     default_view = config.data.default_view
+    fast_manifest = config.data.fast_manifest
     return {
         "site": {"id": config.site_id, "role": config.role.value},
         "data": {
@@ -534,6 +552,8 @@ def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str
             "cache_dir": rel(config.data.cache_dir),
             "default_view": default_view.value if default_view else None,
             "workers": config.data.workers,
+            # Only when set: configs written before the key existed stay as they were.
+            **({} if fast_manifest is None else {"fast_manifest": rel(fast_manifest)}),
         },
         "preprocessing": {
             "spacing_mm": spec.spacing_mm,

@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from fedbone.config.enhance import ENHANCE_SECTIONS, EnhanceSettings, read_enhance
 from fedbone.config.outcomes import OutcomeSettings, read_outcomes
 from fedbone.config.privacy import DP_SECTIONS, DpSettings, read_dp
 from fedbone.config.reader import (
@@ -58,7 +59,16 @@ __all__ = [
 ]
 
 #: Phases this version runs, in the only order they may appear.
-PHASES = ("census", "gan", "synthesize", "train", "validate", "outcomes", "report")
+PHASES = (
+    "census",
+    "gan",
+    "synthesize",
+    "train",
+    "enhance",
+    "validate",
+    "outcomes",
+    "report",
+)
 #: Phases a study runs when its YAML names none: the classifier study.
 DEFAULT_PHASES = ("census", "train", "validate", "report")
 TASKS = ("bm", "ca")
@@ -149,6 +159,9 @@ class SimulationSettings:
     """Privacy budget (total ε) written into every phantom site's config."""
     outcome_sites: tuple[str, ...] | None = None
     """Phantom sites whose patients have follow-up; ``None``: the profiles' (D)."""
+    fast_speeds: tuple[int, ...] = ()
+    """Speeds (2, 3...) of the real fast acquisitions each phantom patient also
+    gets (phase enhance); none by default."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +187,7 @@ class StudyConfig:
     )
     dp: DpSettings = field(default_factory=DpSettings)
     outcomes: OutcomeSettings = field(default_factory=OutcomeSettings)
+    enhance: EnhanceSettings = field(default_factory=EnhanceSettings)
     simulation: SimulationSettings | None = None
     runs_dir: Path = Path("runs")
     source: Path | None = None
@@ -193,8 +207,10 @@ class StudyConfig:
 _STUDY_KEYS = {
     "": {"study", "model", "training", "validation", "simulation", "output"}
     | set(SYNTHETIC_SECTIONS)
-    | {"dp", "outcomes"},
+    | {"dp", "outcomes"}
+    | set(ENHANCE_SECTIONS),
     **SYNTHETIC_SECTIONS,
+    **ENHANCE_SECTIONS,
     **DP_SECTIONS,
     "study": {"name", "task", "seed", "phases", "baselines"},
     "model": setting_keys(ModelSettings),
@@ -238,6 +254,17 @@ def _read_simulation(
         SimulationSettings,
         sites_dir=sites_dir if sites_dir.is_absolute() else base_dir / sites_dir,
     )
+    speeds = s.get("fast_speeds", ())
+    if not isinstance(speeds, list | tuple) or not all(
+        isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= 10 for k in speeds
+    ):
+        c.add(
+            "invalid-value",
+            "simulation.fast_speeds",
+            "list whole speeds from 2 to 10, e.g. [2, 3]",
+        )
+    else:
+        settings = replace(settings, fast_speeds=tuple(sorted(set(speeds))))
     if s.get("outcome_sites") is None:
         return settings
     # only sites of the simulated federation can have follow-up
@@ -257,6 +284,13 @@ def _check_phases(c: SettingsCollector, phases: tuple[str, ...]) -> None:
             "invalid-value",
             "study.phases",
             "phase outcomes groups patients by a model the study trains; add train",
+        )
+    if "enhance" in phases and "train" not in phases:
+        c.add(
+            "invalid-value",
+            "study.phases",
+            "phase enhance scores standard, fast and enhanced scans with the "
+            "classifier the study trains; add train",
         )
 
 
@@ -314,6 +348,7 @@ def study_config_from_mapping(
         synthetic_training=read_synthetic_training(c, raw),
         dp=read_dp(c, raw, model.norm),
         outcomes=read_outcomes(c, raw),
+        enhance=read_enhance(c, raw),
         simulation=_read_simulation(c, raw, base_dir),
         runs_dir=runs_dir if runs_dir.is_absolute() else base_dir / runs_dir,
         source=source,

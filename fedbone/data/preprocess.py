@@ -27,12 +27,18 @@ The steps, per view, follow SCIENCE.md (Haberl et al. 2025):
 
 With ``ViewMode.BOTH`` the anterior canvas is on the left and the (mirrored)
 posterior canvas on the right, giving ``H x 2W``.
+
+:func:`counts_on_canvas` stops before steps 3 and 5: the same orientation,
+resampling and placement, counts kept as counts (for fast-scan enhancement,
+whose training pairs must keep the acquisition's noise), and it can reuse one
+acquisition's placements for another.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,7 +52,10 @@ from fedbone.errors import PreprocessingError, Problem
 __all__ = [
     "CROP_WARNING_FRACTION",
     "CanvasFit",
+    "CanvasPlacement",
+    "CountsCanvas",
     "PreprocessedScan",
+    "counts_on_canvas",
     "fit_to_canvas",
     "normalise_to_unit_range",
     "orient_to_anterior",
@@ -201,8 +210,20 @@ def _body_top_row(image: np.ndarray) -> int:
 
 
 @dataclass(frozen=True)
-class _Placement:
-    """Which part of a view lands where on the canvas."""
+class CanvasPlacement:
+    """Which part of a view lands where on the canvas.
+
+    Attributes
+    ----------
+    source
+        Rows and columns of the oriented, resampled view that are kept.
+    target
+        Where they go on the view's ``(height, width)`` canvas.
+    top_row
+        The body's top row in the view.
+    cropped_fraction
+        Share of the view's counts that fell outside the canvas.
+    """
 
     source: tuple[slice, slice]
     target: tuple[slice, slice]
@@ -210,7 +231,7 @@ class _Placement:
     cropped_fraction: float
 
 
-def _placement(image: np.ndarray, height: int, width: int) -> _Placement:
+def _placement(image: np.ndarray, height: int, width: int) -> CanvasPlacement:
     """Apply the module's canvas rule: where the view goes, what is cropped."""
     top_row = _body_top_row(image)
     column_sums = image.sum(axis=0, dtype=np.float64)
@@ -228,7 +249,7 @@ def _placement(image: np.ndarray, height: int, width: int) -> _Placement:
     cols = max(0, min(image.shape[1] - src_c0, width - dst_c0))
     source = (slice(src_r0, src_r0 + rows), slice(src_c0, src_c0 + cols))
     kept = float(image[source].sum(dtype=np.float64))
-    return _Placement(
+    return CanvasPlacement(
         source=source,
         target=(slice(dst_r0, dst_r0 + rows), slice(dst_c0, dst_c0 + cols)),
         top_row=top_row,
@@ -381,6 +402,21 @@ def _views_for(mode: ViewMode) -> tuple[View, ...]:
     return (View(mode.value),)
 
 
+def _missing_views(scan: NMScan, spec: PreprocessSpec) -> list[Problem]:
+    present = ", ".join(v.value for v in scan.views) or "none"
+    return [
+        Problem(
+            "missing-view",
+            f"the {view.value} view is required by the spec (views="
+            f"{spec.views.value}) but the scan has: {present}; set the site's "
+            "default view or choose a view mode the archive provides",
+            where=view.value,
+        )
+        for view in _views_for(spec.views)
+        if view not in scan.views
+    ]
+
+
 def preprocess_with_report(scan: NMScan, spec: PreprocessSpec) -> PreprocessedScan:
     """Preprocess a scan and report how much each view's crop removed.
 
@@ -405,18 +441,7 @@ def preprocess_with_report(scan: NMScan, spec: PreprocessSpec) -> PreprocessedSc
     """
     wanted = _views_for(spec.views)
     source = scan.metadata.source_path
-    present = ", ".join(v.value for v in scan.views) or "none"
-    problems = [
-        Problem(
-            "missing-view",
-            f"the {view.value} view is required by the spec (views="
-            f"{spec.views.value}) but the scan has: {present}; set the site's "
-            "default view or choose a view mode the archive provides",
-            where=view.value,
-        )
-        for view in wanted
-        if view not in scan.views
-    ]
+    problems = _missing_views(scan, spec)
     PreprocessingError.raise_if_any(source, problems)
     height, width = spec.canvas_height, spec.canvas_width
     output = np.zeros(spec.output_shape, dtype=np.float32)
@@ -477,3 +502,133 @@ def preprocess_scan(scan: NMScan, spec: PreprocessSpec) -> np.ndarray:
         See :func:`preprocess_with_report`.
     """
     return preprocess_with_report(scan, spec).image
+
+
+@dataclass(frozen=True)
+class CountsCanvas:
+    """A scan's counts on the canvas, and where each view was placed.
+
+    Attributes
+    ----------
+    image
+        float32 ``spec.output_shape`` counts (not normalised): the oriented,
+        resampled views placed exactly as :func:`preprocess_with_report`
+        places them.
+    placements
+        Where each view went, in canvas order (anterior first with
+        ``ViewMode.BOTH``); pass them to :func:`counts_on_canvas` to place
+        another acquisition of the same views (a thinned copy) identically.
+    """
+
+    image: np.ndarray
+    placements: dict[View, CanvasPlacement]
+
+
+def _placement_problem(
+    view: View,
+    placement: CanvasPlacement,
+    shape: tuple[int, ...],
+    canvas: tuple[int, int],
+) -> Problem | None:
+    rows, columns = placement.source
+    target_rows, target_columns = placement.target
+    if (
+        rows.stop <= shape[0]
+        and columns.stop <= shape[1]
+        and target_rows.stop <= canvas[0]
+        and target_columns.stop <= canvas[1]
+    ):
+        return None
+    return Problem(
+        "placement-mismatch",
+        f"the given placement takes rows {rows.start}:{rows.stop} and columns "
+        f"{columns.start}:{columns.stop} of a resampled view of shape {shape} "
+        f"to a {canvas[0]}x{canvas[1]} canvas; pass the placements of an "
+        "acquisition with the same matrix, pixel spacing and spec, or none to "
+        "apply the canvas rule",
+        where=view.value,
+    )
+
+
+def counts_on_canvas(
+    scan: NMScan,
+    spec: PreprocessSpec,
+    *,
+    placements: Mapping[View, CanvasPlacement] | None = None,
+) -> CountsCanvas:
+    """Put a scan's counts on the canvas without normalising them.
+
+    Orientation, count-preserving resampling and placement are those of
+    :func:`preprocess_with_report`, so the image is that function's output
+    before division by the clip level (where nothing is clipped).
+
+    Parameters
+    ----------
+    scan
+        The scan as read from DICOM (or a thinned copy of it).
+    spec
+        Target spacing, canvas and views (the clip percentile is not used).
+    placements
+        Per view, where to place it; ``None`` applies the canvas rule. Give
+        the standard scan's placements to place a copy of it identically.
+
+    Returns
+    -------
+    CountsCanvas
+        float32 counts of ``spec.output_shape`` and the placements used.
+
+    Raises
+    ------
+    PreprocessingError
+        ``missing-view`` when the scan (or ``placements``) lacks a view the
+        spec needs, ``non-finite-counts`` for NaN or infinite counts,
+        ``placement-mismatch`` when a given placement does not fit the view.
+        Every problem of every view is listed.
+    """
+    source = scan.metadata.source_path
+    problems = _missing_views(scan, spec)
+    if placements is not None:
+        problems.extend(
+            Problem(
+                "missing-view",
+                f"no placement given for the {view.value} view; pass the "
+                "placements of every view the spec uses",
+                where=view.value,
+            )
+            for view in _views_for(spec.views)
+            if view not in placements
+        )
+    PreprocessingError.raise_if_any(source, problems)
+    height, width = spec.canvas_height, spec.canvas_width
+    output = np.zeros(spec.output_shape, dtype=np.float32)
+    used: dict[View, CanvasPlacement] = {}
+    for slot, view in enumerate(_views_for(spec.views)):
+        scan_view = scan.views[view]
+        resampled = resample_preserving_counts(
+            orient_to_anterior(scan_view), scan_view.spacing_mm, spec.spacing_mm
+        )
+        if not np.isfinite(resampled).all():
+            problems.append(
+                Problem(
+                    "non-finite-counts",
+                    "the view holds NaN or infinite values; counts must be "
+                    "finite numbers, check the pixel data and rescale slope",
+                    where=view.value,
+                )
+            )
+            continue
+        if placements is None:
+            placement = _placement(resampled, height, width)
+        else:
+            placement = placements[view]
+            mismatch = _placement_problem(
+                view, placement, resampled.shape, (height, width)
+            )
+            if mismatch is not None:
+                problems.append(mismatch)
+                continue
+        used[view] = placement
+        canvas = output[:, slot * width : (slot + 1) * width]
+        canvas[placement.target] = resampled[placement.source]
+    PreprocessingError.raise_if_any(source, problems)
+    return CountsCanvas(image=output, placements=used)

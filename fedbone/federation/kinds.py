@@ -33,6 +33,7 @@ __all__ = [
     "MODEL_RECORD_PREFIX",
     "OUTCOME_STATUS_RECORD",
     "PHASE_CENSUS",
+    "PHASE_ENHANCE",
     "PHASE_GAN",
     "PHASE_OUTCOMES",
     "PHASE_REPORT",
@@ -43,6 +44,8 @@ __all__ = [
     "PRIVACY_RECORD",
     "QUERY_CENSUS",
     "QUERY_CROSS_AUDIT",
+    "QUERY_ENHANCE_COMPONENTS",
+    "QUERY_ENHANCE_EVALUATE",
     "QUERY_GAN_TRAIN",
     "QUERY_OUTCOMES",
     "QUERY_OUTCOME_COX",
@@ -73,6 +76,7 @@ PHASE_REPORT = "report"
 PHASE_GAN = "gan"
 PHASE_SYNTHESIZE = "synthesize"
 PHASE_OUTCOMES = "outcomes"
+PHASE_ENHANCE = "enhance"
 
 TRAIN = "train"
 EVALUATE = "evaluate"
@@ -86,6 +90,8 @@ QUERY_UMAP = "query.umap"
 QUERY_CROSS_AUDIT = "query.cross_audit"
 QUERY_OUTCOMES = "query.outcomes"
 QUERY_OUTCOME_COX = "query.outcome_cox"
+QUERY_ENHANCE_EVALUATE = "query.enhance_evaluate"
+QUERY_ENHANCE_COMPONENTS = "query.enhance_components"
 
 SYNTHETIC_RECORD = "synthetic"
 """ArrayRecord of released synthetic images (``images``) and their ``class-ids``."""
@@ -248,7 +254,7 @@ _TRAIN_METRICS = frozenset(
     {"num-examples", "train-loss", "val-loss", "val-auc", "epochs", "seconds"}
     | {"dp-epsilon", "dp-delta", "dp-noise-multiplier"}
 )
-_EVALUATE_METRICS = frozenset({"num-examples", "val-loss", "val-auc"})
+_EVALUATE_METRICS = frozenset({"num-examples", "val-loss", "val-auc", "val-psnr"})
 _SITE_KEYS = frozenset(
     {"site-id", "role", "config-sha256", "spec-fingerprint", "cache-hash", "canvas"}
 )
@@ -348,6 +354,20 @@ COX_DERIVATIVES_KEYS = frozenset(
     {"log-likelihood", "gradient", "hessian", "num-patients", "num-events"}
 )
 MAX_COX_COVARIATES = 8
+#: One evaluated image set of phase enhance (``<method>-<level>``): its class
+#: counts and sums over its scans of each quality measure, plus the site's FD.
+_ENHANCE_QUALITY_KEYS = frozenset(
+    {"n", "n-pos", "n-neg", "fd"}
+    | {
+        f"{part}-{measure}"
+        for part in ("sum", "sumsq")
+        for measure in ("psnr", "ssim", "ms-ssim", "perceptual")
+    }
+)
+#: Hottest-focus counts against the standard scan, as sums (Bland-Altman, r).
+_ENHANCE_AGREEMENT_KEYS = frozenset(
+    {"n", "n-pos", "sum-x", "sum-y", "sum-xx", "sum-yy", "sum-xy"}
+)
 
 REPLY_SPECS: Mapping[str, ReplySpec] = {
     spec.kind: spec
@@ -532,6 +552,42 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                     RecordType.METRICS,
                     ValueRule.COX_DERIVATIVES,
                     COX_DERIVATIVES_KEYS,
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_ENHANCE_EVALUATE,
+            (
+                # every image set's class counts and quality sums (withheld
+                # with the histograms when a class is a small cell)
+                RecordSpec(
+                    "metrics-{name}",
+                    RecordType.METRICS,
+                    ValueRule.SITE_METRICS,
+                    _ENHANCE_QUALITY_KEYS,
+                ),
+                RecordSpec(
+                    "agreement-{name}",
+                    RecordType.METRICS,
+                    ValueRule.SITE_METRICS,
+                    _ENHANCE_AGREEMENT_KEYS,
+                ),
+                RecordSpec(
+                    "histograms-{name}",
+                    RecordType.METRICS,
+                    ValueRule.HISTOGRAMS,
+                    frozenset({"positives", "negatives"}),
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_ENHANCE_COMPONENTS,
+            (
+                RecordSpec(
+                    "components-{name}-vs-{name}",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    frozenset({"n-pos", "n-neg", "sum-{name}"}),
                 ),
             ),
         ),

@@ -13,7 +13,12 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message
 
-from fedbone.federation.kinds import CONFIG_RECORD, PHASE_GAN, SYNTHETIC_RECORD
+from fedbone.federation.kinds import (
+    CONFIG_RECORD,
+    PHASE_ENHANCE,
+    PHASE_GAN,
+    SYNTHETIC_RECORD,
+)
 from fedbone.federation.outcome_messages import OutcomeRequest
 from fedbone.federation.records import record_to_arrays
 from fedbone.federation.study_messages import (
@@ -26,6 +31,7 @@ from fedbone.federation.study_messages import (
     dp_gan_from,
     dp_round_from,
     dp_statistics_from,
+    enhance_settings_from,
     gan_settings_from,
     local_state_from,
     models_from,
@@ -40,6 +46,10 @@ from fedbone.site.requests import (
     ClassifierTrainRequest,
     CoxRequest,
     CrossAuditRequest,
+    EnhanceComponentsRequest,
+    EnhanceEvaluateRequest,
+    EnhanceTrainRequest,
+    EnhanceValidateRequest,
     EvaluateRequest,
     GanEvaluateRequest,
     GanRequest,
@@ -58,6 +68,8 @@ __all__ = [
     "GENERATOR_RECORD",
     "cox_request",
     "cross_audit_request",
+    "enhance_components_request",
+    "enhance_validate_request",
     "evaluate_request",
     "gan_request",
     "model_arrays",
@@ -72,6 +84,8 @@ __all__ = [
 
 ARRAYS_RECORD = "arrays"
 """The global model sent with ``train`` and ``evaluate`` (and the reply's)."""
+ENHANCER_RECORD_PREFIX = "enhancer-"
+"""Request records ``enhancer-<method>``: a trained enhancer's arrays."""
 GENERATOR_RECORD = "generator"
 """The federated generator sent with ``query.synthesize``."""
 
@@ -91,6 +105,10 @@ def _config(message: Message) -> ConfigRecord:
 
 def _is_gan_phase(config: ConfigRecord) -> bool:
     return config_str(config, "phase") == PHASE_GAN
+
+
+def _is_enhance_phase(config: ConfigRecord) -> bool:
+    return config_str(config, "phase") == PHASE_ENHANCE
 
 
 def model_arrays(message: Message) -> dict[str, np.ndarray]:
@@ -120,6 +138,14 @@ def train_request(message: Message, context: Context) -> TrainRequest:
     config = _config(message)
     if _is_gan_phase(config):
         return gan_request(message)
+    if _is_enhance_phase(config):
+        return EnhanceTrainRequest(
+            task=config_str(config, "task"),
+            run_name=_run_name(config),
+            method=config_str(config, "enhancer"),
+            enhance=enhance_settings_from(config),
+            seed=config_int(config, "seed"),
+        )
     return ClassifierTrainRequest(
         task=config_str(config, "task"),
         run_name=_run_name(config),
@@ -142,6 +168,13 @@ def evaluate_request(message: Message, context: Context) -> EvaluateRequest:
         return GanEvaluateRequest(
             gan=gan_settings_from(config),
             run_name=_run_name(config),
+            seed=config_int(config, "seed"),
+        )
+    if _is_enhance_phase(config):
+        return EnhanceEvaluateRequest(
+            run_name=_run_name(config),
+            method=config_str(config, "enhancer"),
+            enhance=enhance_settings_from(config),
             seed=config_int(config, "seed"),
         )
     return ClassifierEvaluateRequest(
@@ -268,4 +301,36 @@ def cox_request(message: Message) -> CoxRequest:
         cox_model=config_str(config, "cox-model"),
         beta=config_floats(config, "beta"),
         ties=config_str(config, "ties"),
+    )
+
+
+def enhance_validate_request(message: Message) -> EnhanceValidateRequest:
+    """Decode ``query.enhance_evaluate``: the enhancers and the classifier."""
+    config = _config(message)
+    (model,) = models_from(message.content).values()
+    enhancers = {
+        name.removeprefix(ENHANCER_RECORD_PREFIX): record_to_arrays(record)
+        for name, record in message.content.array_records.items()
+        if name.startswith(ENHANCER_RECORD_PREFIX)
+    }
+    return EnhanceValidateRequest(
+        task=config_str(config, "task"),
+        run_name=_run_name(config),
+        enhance=enhance_settings_from(config),
+        enhancers=enhancers,
+        classifier=classifier_spec_from(config),
+        model=model,
+        split=config_str(config, "split"),
+        bins=config_int(config, "bins"),
+        seed=config_int(config, "seed"),
+    )
+
+
+def enhance_components_request(message: Message) -> EnhanceComponentsRequest:
+    """Decode ``query.enhance_components``: pooled histograms and the pairs."""
+    config = _config(message)
+    return EnhanceComponentsRequest(
+        run_name=_run_name(config),
+        pooled=pooled_histograms_from(message.content),
+        pairs=pairs_from(config),
     )

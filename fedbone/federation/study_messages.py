@@ -29,7 +29,9 @@ from fedbone.classifier.augment import AugmentSpec
 from fedbone.classifier.local import TrainSpec
 from fedbone.classifier.rounds import DpRoundSpec
 from fedbone.classifier.sampling import Sampling
+from fedbone.config.enhance import ENHANCE_SECTIONS, EnhanceSettings, read_enhance
 from fedbone.config.privacy import DpPhaseSettings
+from fedbone.config.reader import SettingsCollector
 from fedbone.config.synthetic import GanSettings, SynthesisSettings
 from fedbone.errors import Problem, ProblemsError
 from fedbone.federation.kinds import MODEL_RECORD_PREFIX
@@ -39,6 +41,7 @@ from fedbone.validation.histograms import ScoreHistograms
 from fedbone.validation.private import DpStatisticsSpec
 
 __all__ = [
+    "ENHANCE_SETTINGS",
     "GAN_SETTINGS",
     "POOLED_RECORD_PREFIX",
     "SYNTHESIS_SETTINGS",
@@ -54,6 +57,8 @@ __all__ = [
     "dp_gan_from",
     "dp_round_from",
     "dp_statistics_from",
+    "enhance_settings_from",
+    "enhance_settings_json",
     "gan_settings_from",
     "local_state_from",
     "local_state_to",
@@ -392,6 +397,7 @@ def dp_gan_from(config: ConfigRecord) -> DpPhaseSettings | None:
 
 # Generative settings travel as one checked block each: the section as JSON.
 GAN_SETTINGS = "gan-settings"
+ENHANCE_SETTINGS = "enhance-settings"
 SYNTHESIS_SETTINGS = "synthesis-settings"
 
 _S = TypeVar("_S", GanSettings, SynthesisSettings)
@@ -432,3 +438,38 @@ def gan_settings_from(config: ConfigRecord) -> GanSettings:
 def synthesis_settings_from(config: ConfigRecord) -> SynthesisSettings:
     """Read the ``synthesis-settings`` block."""
     return _settings_from(config, SYNTHESIS_SETTINGS, SynthesisSettings)
+
+
+def enhance_settings_json(settings: EnhanceSettings) -> str:
+    """Serialise the ``enhance`` block for a config record."""
+    return json.dumps(asdict(settings), sort_keys=True)
+
+
+def enhance_settings_from(config: ConfigRecord) -> EnhanceSettings:
+    """Read the ``enhance-settings`` block, checked against the study's bounds.
+
+    The site validates it as if it were its own YAML: a centre cannot ask for
+    a million-step round or an unknown method through this record.
+
+    Raises
+    ------
+    StudyMessageError
+        Listing every setting out of bounds or unknown.
+    """
+    try:
+        raw = json.loads(config_str(config, ENHANCE_SETTINGS))
+    except json.JSONDecodeError as error:
+        raise StudyMessageError(
+            ENHANCE_SETTINGS,
+            [Problem("not-json", f"not JSON: {error}", ENHANCE_SETTINGS)],
+        ) from error
+    if not isinstance(raw, dict):
+        raise StudyMessageError(
+            ENHANCE_SETTINGS,
+            [Problem("not-a-mapping", "expected a JSON object", ENHANCE_SETTINGS)],
+        )
+    collector = SettingsCollector({"": {"enhance"}, **ENHANCE_SECTIONS})
+    settings = read_enhance(collector, {"enhance": raw})
+    if collector.problems:
+        raise StudyMessageError(ENHANCE_SETTINGS, list(collector.problems))
+    return settings

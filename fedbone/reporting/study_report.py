@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from fedbone.classifier.synthetic_mix import SyntheticSet
+from fedbone.reporting.enhance_report import (
+    enhance_summary_lines,
+    write_enhance_sections,
+)
 from fedbone.reporting.outcome_report import (
     outcome_summary_lines,
     write_outcome_sections,
@@ -65,6 +69,9 @@ class StudyReport:
     outcomes: Mapping[str, Any] = field(default_factory=dict)  # results["outcomes"]
     synthetic_pool: SyntheticSet | None = None
     """The released synthetic images the centre pooled (phase ``synthesize``)."""
+    enhance: Mapping[str, Any] = field(default_factory=dict)  # results["enhance"]
+    enhance_examples: Path | None = None
+    """Phantom triplets (fast / enhanced / standard) the centre made itself."""
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -146,6 +153,8 @@ def format_summary(report: StudyReport) -> str:
     outcome_lines = outcome_summary_lines(report.outcomes)
     if outcome_lines:
         blocks.append("Outcomes (site-stratified Cox)\n" + "\n".join(outcome_lines))
+    if report.enhance:
+        blocks.append("\n".join(enhance_summary_lines(report.enhance)))
     return "\n\n".join(blocks)
 
 
@@ -430,6 +439,11 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         sections.append(_render(section))
     if report.outcomes:
         sections += map(_render, write_outcome_sections(out_dir, report.outcomes))
+    if report.enhance:
+        sections += map(
+            _render,
+            write_enhance_sections(out_dir, report.enhance, report.enhance_examples),
+        )
     if report.privacy or report.budget_refusals:
         sections += _privacy_section(report)
     if report.rejected or report.site_errors:

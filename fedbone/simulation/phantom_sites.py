@@ -66,6 +66,7 @@ def write_phantom_federation(
     outcomes: bool | None = None,
     previews: int = 4,
     progress: bool = False,
+    fast_speeds: tuple[int, ...] = (),
 ) -> list[PhantomSite]:
     """Generate phantom cohorts for ``sites`` and a ``site.yaml`` for each.
 
@@ -77,9 +78,11 @@ def write_phantom_federation(
         Site profile names (``A``..``F``).
     spec
         Preprocessing written into each site config.
-    scale, min_scans, seed, workers, outcomes, previews, progress
+    scale, min_scans, seed, workers, outcomes, previews, progress, fast_speeds
         Passed to :func:`fedbone.data.phantom.generate_site_cohort`; each site
-        gets its own seed derived from ``seed`` by the generator.
+        gets its own seed derived from ``seed`` by the generator. With
+        ``fast_speeds`` each ``site.yaml`` names the ``fast_scans.csv``
+        written (``data.fast_manifest``).
 
     Returns
     -------
@@ -99,6 +102,7 @@ def write_phantom_federation(
             outcomes=outcomes,
             previews=previews,
             progress=progress,
+            fast_speeds=fast_speeds,
         )
         config = SiteConfig(
             site_id=site,
@@ -107,6 +111,7 @@ def write_phantom_federation(
                 manifest=folder / "manifest.csv",
                 cache_dir=folder / "cache",
                 workers=workers,
+                fast_manifest=summary.fast_manifest,
             ),
             preprocessing=spec,
             egress_log=folder / "egress-log.jsonl",
@@ -137,6 +142,7 @@ def ensure_phantom_federation(
     workers: int,
     outcome_sites: tuple[str, ...] | None = None,
     progress: bool = False,
+    fast_speeds: tuple[int, ...] = (),
 ) -> list[Path]:
     """Return the site configs of a phantom federation, generating missing sites.
 
@@ -168,6 +174,9 @@ def ensure_phantom_federation(
         Sites whose patients get follow-up; ``None`` follows the profiles.
     progress
         Show a progress bar while rendering.
+    fast_speeds
+        Table speeds of the fast acquisitions every visit also gets (see
+        :func:`fedbone.data.phantom.generate_site_cohort`); empty: none.
 
     Returns
     -------
@@ -189,6 +198,9 @@ def ensure_phantom_federation(
             # Only a departure from the profile is recorded, so folders made
             # before outcome_sites existed stay valid.
             wanted["outcomes"] = outcomes
+        if fast_speeds:
+            # Recorded only when asked for: earlier folders stay valid.
+            wanted["fast_speeds"] = list(fast_speeds)
         record = folder / "phantom.json"
         current = json.loads(record.read_text()) if record.is_file() else None
         if current != wanted:
@@ -206,6 +218,7 @@ def ensure_phantom_federation(
                 outcomes=outcomes,
                 previews=2,
                 progress=progress,
+                fast_speeds=fast_speeds,
             )
             record.write_text(json.dumps(wanted, indent=2) + "\n")
         configs.append(folder / "site.yaml")

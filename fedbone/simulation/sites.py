@@ -61,6 +61,7 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
         seed=sim.seed,
         workers=sim.workers,
         outcome_sites=sim.outcome_sites,
+        fast_speeds=sim.fast_speeds,
     )
     summaries = []
     for path in configs:

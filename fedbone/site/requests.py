@@ -14,8 +14,10 @@ import numpy as np
 
 from fedbone.classifier.local import TrainSpec
 from fedbone.classifier.rounds import DpRoundSpec
+from fedbone.config.enhance import EnhanceSettings
 from fedbone.config.privacy import DpPhaseSettings
 from fedbone.config.synthetic import GanSettings, SynthesisSettings
+from fedbone.enhance.site_enhance import EnhanceEvaluation
 from fedbone.models import ClassifierSpec
 from fedbone.validation.histograms import ScoreHistograms
 from fedbone.validation.private import DpStatisticsSpec
@@ -26,6 +28,10 @@ __all__ = [
     "ClassifierTrainRequest",
     "CoxRequest",
     "CrossAuditRequest",
+    "EnhanceComponentsRequest",
+    "EnhanceEvaluateRequest",
+    "EnhanceTrainRequest",
+    "EnhanceValidateRequest",
     "EvaluateRequest",
     "GanEvaluateRequest",
     "GanRequest",
@@ -82,8 +88,23 @@ class GanRequest:
     dp: DpPhaseSettings | None
 
 
-TrainRequest = ClassifierTrainRequest | GanRequest
-"""What ``train`` asks: a classifier round, or a federated GAN round."""
+@dataclass(frozen=True)
+class EnhanceTrainRequest:
+    """One federated round of an enhancer (``train`` in phase ``enhance``).
+
+    ``method`` is one of :data:`fedbone.config.enhance.ENHANCE_METHODS`
+    (``gaussian``: fit the filter's width per level on the training pairs).
+    """
+
+    task: str
+    run_name: str
+    method: str
+    enhance: EnhanceSettings
+    seed: int
+
+
+TrainRequest = ClassifierTrainRequest | GanRequest | EnhanceTrainRequest
+"""What ``train`` asks: a classifier, a federated GAN or an enhancer round."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +126,20 @@ class GanEvaluateRequest:
     seed: int
 
 
-EvaluateRequest = ClassifierEvaluateRequest | GanEvaluateRequest
-"""What ``evaluate`` asks: a classifier, or the federated GAN (phase ``gan``)."""
+@dataclass(frozen=True)
+class EnhanceEvaluateRequest:
+    """Score the received enhancer on the ``val`` split's pairs (``enhance``)."""
+
+    run_name: str
+    method: str
+    enhance: EnhanceSettings
+    seed: int
+
+
+EvaluateRequest = (
+    ClassifierEvaluateRequest | GanEvaluateRequest | EnhanceEvaluateRequest
+)
+"""What ``evaluate`` asks: a classifier, the federated GAN or an enhancer."""
 
 
 @dataclass(frozen=True)
@@ -221,3 +254,16 @@ class CoxRequest:
     cox_model: str
     beta: list[float]
     ties: str
+
+
+EnhanceValidateRequest = EnhanceEvaluation
+"""Evaluate every enhancer at every level (``enhance_evaluate``)."""
+
+
+@dataclass(frozen=True)
+class EnhanceComponentsRequest:
+    """DeLong components of image sets vs standard scans (``enhance_components``)."""
+
+    run_name: str
+    pooled: dict[str, ScoreHistograms]
+    pairs: list[tuple[str, str]]

@@ -33,6 +33,7 @@ from fedbone.config.privacy import DpPhaseSettings
 from fedbone.config.site import SiteConfig
 from fedbone.data.cache import META_FILE, SiteCache
 from fedbone.data.census import SiteCensus, take_census
+from fedbone.enhance.site_enhance import SiteEnhancement
 from fedbone.generative.audit.cross_audit import CrossAudit, cross_audit_at_site
 from fedbone.generative.federated_gan import (
     evaluate_federated_gan,
@@ -69,6 +70,10 @@ from fedbone.site.policy import (
 from fedbone.site.requests import (
     CoxRequest,
     CrossAuditRequest,
+    EnhanceComponentsRequest,
+    EnhanceEvaluateRequest,
+    EnhanceTrainRequest,
+    EnhanceValidateRequest,
     EvaluateRequest,
     GanEvaluateRequest,
     GanRequest,
@@ -176,6 +181,47 @@ class Site:
         """
         return open_site_ledger(self.config, n_protected)
 
+    @cached_property
+    def enhancement(self) -> SiteEnhancement:
+        """The site's fast-scan enhancement work (pairs and encoder kept)."""
+        privacy = self.config.privacy
+        return SiteEnhancement(
+            site_id=self.site_id,
+            work_dir=self.work_dir,
+            fast_manifest=self.config.data.fast_manifest,
+            device=self.device,
+            min_class=max(
+                privacy.small_cell_threshold, self.config.policy.min_patients_per_class
+            ),
+        )
+
+    def enhance_evaluate(
+        self, request: EnhanceValidateRequest
+    ) -> dict[str, dict[str, float | int | list[int]]]:
+        """Evaluate every enhancer on the validation split; aggregates only.
+
+        Raises
+        ------
+        PolicyRefused
+            When the histogram bins exceed the site's policy, or the site lets
+            statistics out only under differential privacy.
+        """
+        check_histogram_bins(self.config, request.bins)
+        require_noisy_statistics(self.config, "enhancement evaluation", noisy=False)
+        with torch_threads(os.cpu_count()):
+            return self.enhancement.evaluate(self.cache, request)
+
+    def enhance_components(
+        self, request: EnhanceComponentsRequest
+    ) -> dict[str, dict[str, float | int]]:
+        """DeLong components of enhanced vs standard scans (pooled histograms)."""
+        require_noisy_statistics(
+            self.config, "enhancement DeLong components", noisy=False
+        )
+        return self.enhancement.components(
+            run_name=request.run_name, pooled=request.pooled, pairs=request.pairs
+        )
+
     def census(self) -> SiteCensus:
         """Report the site's identity and counts (small cells suppressed on egress)."""
         return take_census(
@@ -204,6 +250,18 @@ class Site:
         """
         if isinstance(request, GanRequest):
             return self._federated_gan_round(request, arrays)
+        if isinstance(request, EnhanceTrainRequest):
+            # no DP-SGD for enhancers: a site with a privacy budget refuses
+            refuse_without_dp(self.config)
+            with torch_threads(os.cpu_count()):
+                return self.enhancement.train_round(
+                    self.cache,
+                    arrays,
+                    method=request.method,
+                    settings=request.enhance,
+                    run_name=request.run_name,
+                    seed=request.seed,
+                )
         if request.dp is None:
             refuse_without_dp(self.config)
         cache = mixed_training_view(
@@ -272,6 +330,15 @@ class Site:
         A classifier is scored by loss and AUC on the validation split; the
         federated GAN (phase ``gan``) by FD, KID and precision/recall.
         """
+        if isinstance(request, EnhanceEvaluateRequest):
+            with torch_threads(os.cpu_count()):
+                return self.enhancement.evaluate_round(
+                    self.cache,
+                    arrays,
+                    method=request.method,
+                    settings=request.enhance,
+                    seed=request.seed,
+                )
         if isinstance(request, GanEvaluateRequest):
             request = replace(request, gan=resolve_encoder(self.config, request.gan))
             with torch_threads(os.cpu_count()):

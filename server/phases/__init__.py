@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from server.phases.census import run_census
+from server.phases.enhance import run_enhance
 from server.phases.gan import run_gan
 from server.phases.outcomes import run_outcomes
 from server.phases.report import run_report
@@ -24,6 +25,7 @@ PHASE_FUNCTIONS: dict[str, Callable[[StudyRun], None]] = {
     "gan": run_gan,
     "synthesize": run_synthesize,
     "train": run_train,
+    "enhance": run_enhance,
     "validate": run_validate,
     "outcomes": run_outcomes,
     "report": run_report,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from fedbone.reporting import (
@@ -52,7 +53,13 @@ def build_report(run: StudyRun) -> StudyReport:
         synthetic_pool=(
             run.pool.synthetic_set() if run.pool is not None and len(run.pool) else None
         ),
+        enhance=run.results.get("enhance", {}),
+        enhance_examples=_existing(run.run_dir / "enhance" / "examples.png"),
     )
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
 
 
 def _pooled_json(pooled: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -82,6 +89,7 @@ def run_report(run: StudyRun) -> None:
             "synthesis": compact_synthesis(report.synthesis),
             "ratio_sweep": study_ratio_sweep(report),
             "outcomes": dict(report.outcomes),
+            "enhance": dict(report.enhance),
             "rejected": list(report.rejected),
             "site_errors": list(report.site_errors),
             "skipped_models": run.results.get("skipped-models", []),

@@ -7,8 +7,10 @@ hazard ratios. Everything is seeded: the same seed writes the same files.
 """
 
 from fedbone.data.phantom.cohort import (
+    FAST_MANIFEST_NAME,
     MANIFEST_COLUMNS,
     CohortSummary,
+    fast_scan_file,
     generate_site_cohort,
     render_planned_scan,
     write_preview_png,
@@ -22,20 +24,29 @@ from fedbone.data.phantom.outcomes import (
 )
 from fedbone.data.phantom.plan import ScanPlan, plan_site_cohort
 from fedbone.data.phantom.profiles import SITE_PROFILES, Scanner, SiteProfile
-from fedbone.data.phantom.synthesize import SyntheticScan, synthesize_views
+from fedbone.data.phantom.synthesize import (
+    FastAcquisition,
+    SyntheticScan,
+    fast_acquisition,
+    synthesize_views,
+)
 
 __all__ = [
     "DEATH",
+    "FAST_MANIFEST_NAME",
     "HEART_FAILURE",
     "MANIFEST_COLUMNS",
     "SITE_PROFILES",
     "CohortSummary",
     "EndpointModel",
     "EndpointOutcome",
+    "FastAcquisition",
     "ScanPlan",
     "Scanner",
     "SiteProfile",
     "SyntheticScan",
+    "fast_acquisition",
+    "fast_scan_file",
     "generate_site_cohort",
     "plan_site_cohort",
     "render_planned_scan",

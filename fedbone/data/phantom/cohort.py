@@ -5,6 +5,11 @@ each scan is then rendered and written from its own seed, in this process or a
 pool of workers fed in chunks (results are a few numbers per scan, so memory
 stays flat however large the cohort). The manifest follows the site manifest
 schema, with paths relative to the manifest.
+
+With ``fast_speeds`` every visit is also acquired at those table speeds
+(:func:`~.synthesize.fast_acquisition`), written next to the standard scan and
+listed in ``fast_scans.csv`` (the schema :mod:`fedbone.enhance.fast_manifest`
+reads), so sites exercise training on real fast/standard pairs.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +28,24 @@ from PIL import Image
 
 from fedbone.data.dicom_write import NMHeader, write_nm_whole_body
 from fedbone.data.manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
-from fedbone.data.phantom.plan import ScanPlan, plan_site_cohort, scan_seed_sequence
-from fedbone.data.phantom.synthesize import SyntheticScan, synthesize_views
+from fedbone.data.phantom.plan import (
+    ScanPlan,
+    fast_seed_sequence,
+    plan_site_cohort,
+    scan_seed_sequence,
+)
+from fedbone.data.phantom.synthesize import (
+    SyntheticScan,
+    fast_acquisition,
+    synthesize_views,
+)
 from fedbone.data.scan import View
 
 __all__ = [
+    "FAST_MANIFEST_NAME",
     "MANIFEST_COLUMNS",
     "CohortSummary",
+    "fast_scan_file",
     "generate_site_cohort",
     "render_planned_scan",
     "write_preview_png",
@@ -39,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 #: Manifest columns always written, in order; outcome columns follow.
 MANIFEST_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+#: The list of fast acquisitions, next to ``manifest.csv``.
+FAST_MANIFEST_NAME = "fast_scans.csv"
+# The columns fedbone.enhance.fast_manifest reads (data may not import enhance).
+_FAST_MANIFEST_COLUMNS = ("scan_id", "fast_scan_file", "speed")
 _CHUNK = 8
 
 
@@ -68,6 +88,8 @@ class CohortSummary:
         PNG files written.
     elapsed_s
         Wall time of the whole generation.
+    fast_manifest
+        Path of ``fast_scans.csv`` when fast acquisitions were written.
     """
 
     site: str
@@ -82,6 +104,7 @@ class CohortSummary:
     has_outcomes: bool
     previews: tuple[Path, ...]
     elapsed_s: float
+    fast_manifest: Path | None = None
 
 
 def render_planned_scan(plan: ScanPlan) -> SyntheticScan:
@@ -116,6 +139,25 @@ def _header(plan: ScanPlan) -> NMHeader:
     )
 
 
+def _fast_header(plan: ScanPlan, speed: int) -> NMHeader:
+    """Return the standard header with the table ``speed`` times faster."""
+    header = _header(plan)
+    duration = header.acquisition_duration_s
+    velocity = header.scan_velocity_cm_min
+    return replace(
+        header,
+        acquisition_duration_s=None if duration is None else round(duration / speed, 1),
+        scan_velocity_cm_min=None if velocity is None else velocity * speed,
+        series_description=f"WB BONE {speed}X",
+        uid_seed=f"{header.uid_seed}/fast{speed}x",
+    )
+
+
+def fast_scan_file(scan_id: str, speed: int) -> str:
+    """Path of a fast acquisition's file, relative to the cohort folder."""
+    return f"dicom/{scan_id}_fast{speed}x.dcm"
+
+
 def write_preview_png(scan: SyntheticScan, path: Path) -> Path:
     """Save anterior | posterior side by side, each clipped at its 99.5th pct."""
     panels = []
@@ -134,9 +176,9 @@ def _preview_name(plan: ScanPlan) -> str:
     return f"{plan.scan_id}_bm{plan.label_bm}{ca}_perugini{plan.perugini_grade}.png"
 
 
-def _write_scan(job: tuple[ScanPlan, str]) -> str | None:
+def _write_scan(job: tuple[ScanPlan, str, tuple[int, ...]]) -> str | None:
     """Worker: render and write one scan; return its preview path, if any."""
-    plan, out_dir = job
+    plan, out_dir, fast_speeds = job
     scan = render_planned_scan(plan)
     folder = Path(out_dir)
     write_nm_whole_body(
@@ -145,6 +187,17 @@ def _write_scan(job: tuple[ScanPlan, str]) -> str | None:
         scan.spacing_mm,
         _header(plan),
     )
+    for speed in fast_speeds:
+        rng = np.random.default_rng(
+            fast_seed_sequence(plan.seed, plan.site, plan.index, speed)
+        )
+        fast = fast_acquisition(scan, speed, rng)
+        write_nm_whole_body(
+            folder / fast_scan_file(plan.scan_id, speed),
+            fast.views,
+            scan.spacing_mm,
+            _fast_header(plan, speed),
+        )
     if plan.preview:
         return str(write_preview_png(scan, folder / "previews" / _preview_name(plan)))
     return None
@@ -184,7 +237,33 @@ def _write_manifest(plans: list[ScanPlan], path: Path) -> None:
         writer.writerows(_manifest_row(plan) for plan in plans)
 
 
-def _run(jobs: list[tuple[ScanPlan, str]], workers: int) -> Iterator[str | None]:
+def _write_fast_manifest(
+    plans: list[ScanPlan], speeds: tuple[int, ...], path: Path
+) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_FAST_MANIFEST_COLUMNS)
+        writer.writerows(
+            (plan.scan_id, fast_scan_file(plan.scan_id, speed), str(speed))
+            for plan in plans
+            for speed in speeds
+        )
+
+
+def _check_fast_speeds(fast_speeds: tuple[int, ...]) -> tuple[int, ...]:
+    speeds = tuple(fast_speeds)
+    wrong = [s for s in speeds if isinstance(s, bool) or not isinstance(s, int)]
+    if wrong or any(s < 2 for s in speeds) or len(set(speeds)) != len(speeds):
+        raise ValueError(
+            f"fast_speeds must be distinct whole numbers >= 2 (2 for a 2x "
+            f"scan), got {fast_speeds!r}"
+        )
+    return speeds
+
+
+def _run(
+    jobs: list[tuple[ScanPlan, str, tuple[int, ...]]], workers: int
+) -> Iterator[str | None]:
     if workers <= 1:
         yield from map(_write_scan, jobs)
         return
@@ -216,11 +295,14 @@ def generate_site_cohort(
     previews: int = 4,
     progress: bool = False,
     test_only: bool | None = None,
+    fast_speeds: tuple[int, ...] = (),
 ) -> CohortSummary:
     """Generate a phantom cohort for one site profile.
 
     Writes ``out_dir/dicom/<scan_id>.dcm`` (two-frame NM, uncompressed),
-    ``out_dir/manifest.csv`` and ``out_dir/previews/*.png``.
+    ``out_dir/manifest.csv`` and ``out_dir/previews/*.png``; with
+    ``fast_speeds`` also ``out_dir/dicom/<scan_id>_fast<k>x.dcm`` and
+    ``out_dir/fast_scans.csv``.
 
     Parameters
     ----------
@@ -245,6 +327,13 @@ def generate_site_cohort(
     test_only
         Every patient in ``test``; ``None`` follows the profile (C-F, the
         paper's external test sites). Otherwise 70/10/20 per patient.
+    fast_speeds
+        Table speeds (``k`` for a ``k``-times faster scan) at which every visit
+        is acquired again: the same patient and tracer, ``1/k`` of the
+        expected counts, independent Poisson noise, the patient up to
+        :data:`~.synthesize.MAX_FAST_SHIFT_PX` native pixels off, the scan
+        velocity ``k`` times the standard's in the header. Empty (the
+        default): the cohort is exactly what it is without them.
 
     Returns
     -------
@@ -252,6 +341,7 @@ def generate_site_cohort(
         Counts per split and label, and the time taken.
     """
     started = time.perf_counter()
+    speeds = _check_fast_speeds(fast_speeds)
     out_dir = Path(out_dir)
     (out_dir / "dicom").mkdir(parents=True, exist_ok=True)
     if previews > 0:
@@ -265,7 +355,7 @@ def generate_site_cohort(
         test_only=test_only,
         previews=previews,
     )
-    jobs = [(plan, str(out_dir)) for plan in plans]
+    jobs = [(plan, str(out_dir), speeds) for plan in plans]
     results = _run(jobs, workers)
     if progress:
         from tqdm import tqdm
@@ -276,6 +366,9 @@ def generate_site_cohort(
     written = tuple(Path(path) for path in results if path is not None)
     manifest = out_dir / "manifest.csv"
     _write_manifest(plans, manifest)
+    fast_manifest = out_dir / FAST_MANIFEST_NAME if speeds else None
+    if fast_manifest is not None:
+        _write_fast_manifest(plans, speeds, fast_manifest)
     summary = CohortSummary(
         site=site,
         out_dir=out_dir,
@@ -289,6 +382,7 @@ def generate_site_cohort(
         has_outcomes=plans[0].outcomes is not None,
         previews=written,
         elapsed_s=time.perf_counter() - started,
+        fast_manifest=fast_manifest,
     )
     logger.info(
         "site %s: %d scans (%d patients) in %.1f s -> %s",

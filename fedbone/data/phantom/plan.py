@@ -16,7 +16,13 @@ import numpy as np
 from fedbone.data.phantom.outcomes import simulate_outcomes
 from fedbone.data.phantom.profiles import Scanner, SiteProfile, site_profile
 
-__all__ = ["SPLIT_FRACTIONS", "ScanPlan", "plan_site_cohort", "scan_seed_sequence"]
+__all__ = [
+    "SPLIT_FRACTIONS",
+    "ScanPlan",
+    "fast_seed_sequence",
+    "plan_site_cohort",
+    "scan_seed_sequence",
+]
 
 #: Per-patient split fractions (train, val, test), stratified by label.
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
@@ -76,6 +82,28 @@ def scan_seed_sequence(seed: int, site: str, index: int) -> np.random.SeedSequen
         Position of the scan in the site's plan.
     """
     return np.random.SeedSequence(seed, spawn_key=(_site_key(site), 1, index))
+
+
+def fast_seed_sequence(
+    seed: int, site: str, index: int, speed: int
+) -> np.random.SeedSequence:
+    """Return the seed of scan ``index``'s fast acquisition at ``speed``.
+
+    A stream of its own: adding fast acquisitions to a cohort changes none of
+    its standard scans, and each speed's noise is independent of the others.
+
+    Parameters
+    ----------
+    seed
+        Cohort seed.
+    site
+        Site name (``A``..``F``).
+    index
+        Position of the scan in the site's plan.
+    speed
+        Table speed of the fast acquisition (2 for a 2x scan).
+    """
+    return np.random.SeedSequence(seed, spawn_key=(_site_key(site), 2, index, speed))
 
 
 def _exact_count(prevalence: float, n: int) -> int:

@@ -36,6 +36,8 @@ from fedbone.federation.kinds import (
     MODEL_RECORD_PREFIX,
     OUTCOME_STATUS_RECORD,
     PRIVACY_RECORD,
+    QUERY_ENHANCE_COMPONENTS,
+    QUERY_ENHANCE_EVALUATE,
     QUERY_OUTCOME_COX,
     QUERY_OUTCOMES,
     QUERY_PAIRED,
@@ -506,7 +508,9 @@ def _cox_size_problems(name: str, record: Any, cox_model: str) -> list[Problem]:
     return problems
 
 
-def _histogram_count_problems(content: RecordDict) -> list[Problem]:
+def _histogram_count_problems(
+    content: RecordDict, *, same_patients: bool = True
+) -> list[Problem]:
     """Exact histograms add up to the reply's own class counts, for every model.
 
     Every model is scored on the same patients, so each ``histograms-<model>``
@@ -546,7 +550,7 @@ def _histogram_count_problems(content: RecordDict) -> list[Problem]:
                     name,
                 )
             )
-    if len(counts) > 1:
+    if same_patients and len(counts) > 1:
         problems.append(
             Problem(
                 "inconsistent-counts",
@@ -558,7 +562,14 @@ def _histogram_count_problems(content: RecordDict) -> list[Problem]:
 
 
 #: Replies that carry exact statistics about the site's patients.
-_EXACT_STATISTICS = (QUERY_VALIDATE, QUERY_OUTCOMES, QUERY_OUTCOME_COX, QUERY_PAIRED)
+_EXACT_STATISTICS = (
+    QUERY_VALIDATE,
+    QUERY_OUTCOMES,
+    QUERY_OUTCOME_COX,
+    QUERY_PAIRED,
+    QUERY_ENHANCE_EVALUATE,
+    QUERY_ENHANCE_COMPONENTS,
+)
 
 
 def _required_privacy_problems(request: RequestSnapshot) -> list[Problem]:
@@ -641,4 +652,7 @@ def reply_problems(
         problems += _required_privacy_problems(request)
     if request.kind == QUERY_VALIDATE:
         problems += _histogram_count_problems(content)
+    elif request.kind == QUERY_ENHANCE_EVALUATE:
+        # image sets of real fast scans cover a subset of the patients
+        problems += _histogram_count_problems(content, same_patients=False)
     return problems + _statistics_mode_problems(request, content)

@@ -1,0 +1,55 @@
+"""DnCNN (Zhang et al. 2017), the review's baseline denoiser, written here.
+
+``depth`` 3x3 convolutions: the first followed by a ReLU, ``depth - 2`` with
+batch normalisation and ReLU, and a last one to a single channel. The network
+learns the **residual**: it predicts the noise and returns ``input - noise``,
+which is what Zhang et al. train (the MSE of the returned image against the
+target equals the MSE of the predicted noise against the true one).
+
+Batch normalisation is kept because the paper's fast convergence depends on
+it. Its running mean and variance are buffers of the state dict (with the
+``int64`` ``num_batches_tracked``), so they travel and are averaged with the
+weights; note that FedAvg of per-hospital running statistics is only an
+approximation of the pooled statistics (FedBN would keep them local).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DnCNN"]
+
+
+class DnCNN(nn.Module):
+    """``(B, 1, H, W) -> (B, 1, H, W)``: a noisy scan to a denoised one.
+
+    Parameters
+    ----------
+    width
+        Feature maps of the hidden layers (the paper: 64).
+    depth
+        Convolutions in all (the paper: 17); at least 2.
+    """
+
+    def __init__(self, width: int = 32, depth: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+            ]
+        layers.append(nn.Conv2d(width, 1, 3, padding=1))
+        self.noise = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` minus the predicted noise.
+
+        Parameters
+        ----------
+        x
+            ``(B, 1, H, W)`` network input.
+        """
+        return x - self.noise(x)
