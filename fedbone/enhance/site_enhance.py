@@ -44,6 +44,7 @@ from fedbone.enhance.agreement import AgreementSums, focus_counts, hottest_focus
 from fedbone.enhance.gaussian import fit_gaussian_sigma, gaussian_enhance
 from fedbone.enhance.inference import enhance
 from fedbone.enhance.metrics import ms_ssim_batch, psnr_batch, ssim_batch
+from fedbone.enhance.model_file import EnhancerModel, save_enhancer
 from fedbone.enhance.pairs import PairSet, load_or_build_pair_set
 from fedbone.enhance.perceptual import PerceptualFeatures, perceptual_distance
 from fedbone.enhance.scaling import (
@@ -70,12 +71,14 @@ from fedbone.generative.fidelity.encoders import (
 )
 from fedbone.generative.site_gan import labelled_class_rows
 from fedbone.models import ClassifierSpec, build_classifier
+from fedbone.models.enhancers import generator_arrays
 from fedbone.models.parameters import load_arrays
 from fedbone.safe_names import run_folder
 from fedbone.validation.histograms import ScoreHistograms, score_histograms
 from fedbone.validation.pooled_roc import paired_component_sums
 
 __all__ = [
+    "ENHANCER_SUFFIX",
     "ENHANCE_AREA",
     "EnhanceEvaluation",
     "SiteEnhancement",
@@ -93,6 +96,13 @@ _SCORES_FILE = "scores.npz"
 _ENCODER_FILE = "encoder.pt"
 _EXAMPLES_DIR = "examples"
 _PSNR_CAP_DB = 100.0
+#: Suffix of the enhancer files a site keeps for ``fedbone enhance``.
+ENHANCER_SUFFIX = ".enhancer.npz"
+_DESCRIPTIONS = {
+    "dncnn": "DnCNN residual denoiser (Zhang et al. 2017)",
+    "ddsrcnn": "DDSRCNN-style encoder-decoder with skips (Ito et al.)",
+    "rrdbnet": "RRDBNet conditional GAN (Qi et al. 2024)",
+}
 
 
 def variant_name(method: str, level: str) -> str:
@@ -410,7 +420,14 @@ class SiteEnhancement:
             device=self.device,
         )
         metrics = {**result.metrics, "num-examples": n_scans}
-        return RoundResult(result.arrays, metrics, None)
+        # the reply mirrors the request's dtypes (averaging made counters float)
+        returned = {
+            key: np.asarray(value).astype(arrays[key].dtype, copy=False)
+            if key in arrays
+            else value
+            for key, value in result.arrays.items()
+        }
+        return RoundResult(returned, metrics, None)
 
     def evaluate_round(
         self,
@@ -553,7 +570,46 @@ class SiteEnhancement:
             self._write_examples(folder, level, data, standard_unit, examples, settings)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / _SCORES_FILE, allow_pickle=False, **kept)
+        self._install_models(cache, folder, pairs, request)
         return records
+
+    def _install_models(
+        self,
+        cache: SiteCache,
+        folder: Path,
+        pairs: PairSet,
+        request: EnhanceEvaluation,
+    ) -> None:
+        """Keep each trained enhancer as a file ``fedbone enhance`` can use here.
+
+        The file records this site's canvas geometry and the speeds the
+        enhancer was trained for (the simulated levels' count ratios).
+        """
+        settings = request.enhance
+        levels = simulated_levels(settings)
+        speeds = np.concatenate([pairs.speed[level] for level in levels])
+        if speeds.size == 0:
+            return
+        for method, arrays in request.enhancers.items():
+            if method == GAUSSIAN:
+                continue
+            spec = enhancer_spec(method, settings)
+            path = folder / f"{method}{ENHANCER_SUFFIX}"
+            sha256 = save_enhancer(
+                EnhancerModel(
+                    spec=spec,
+                    arrays=generator_arrays(spec, arrays),
+                    levels=levels,
+                    speeds=(float(speeds.min()), float(speeds.max())),
+                    spacing_mm=cache.spec.spacing_mm,
+                    canvas=cache.spec.output_shape,
+                    clip_percentile=DEFAULT_PERCENTILE,
+                    study=request.run_name,
+                    description=_DESCRIPTIONS[method],
+                ),
+                path,
+            )
+            logger.info("enhance: %s installed at %s (sha256 %s)", method, path, sha256)
 
     def _variants(
         self, data: _LevelData, request: EnhanceEvaluation

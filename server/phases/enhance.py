@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
+from fedbone.config.profiles import profile_spec
+from fedbone.enhance.phantom_examples import write_phantom_triplets
 from fedbone.enhance.specs import GAUSSIAN, initial_enhancer_arrays
 from fedbone.enhance.study_results import (
     SiteEnhanceReply,
@@ -142,6 +145,26 @@ def run_enhance(run: StudyRun) -> None:
     run.results["enhance"] = results
     run.write_json("enhance/enhance.json", results)
     _log_tables(results)
+    _write_examples(run, folder)
+
+
+def _write_examples(run: StudyRun, folder: Path) -> None:
+    """Triplets on the centre's own phantom patients (simulation: known canvas).
+
+    In a deployment the centre does not know the sites' canvas and holds no
+    scan; the sites keep their own example pages.
+    """
+    simulation = run.study.simulation
+    if simulation is None or run.study.enhance.examples == 0:
+        return
+    path = write_phantom_triplets(
+        run.enhancers,
+        run.study.enhance,
+        profile_spec(simulation.profile),
+        folder / "examples.png",
+        seed=run.study.seed,
+    )
+    logger.info("enhance: phantom examples at %s", path)
 
 
 def _evaluate(run: StudyRun) -> tuple[list[SiteEnhanceReply], dict[str, int]]:

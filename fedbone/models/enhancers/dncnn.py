@@ -4,7 +4,8 @@
 batch normalisation and ReLU, and a last one to a single channel. The network
 learns the **residual**: it predicts the noise and returns ``input - noise``,
 which is what Zhang et al. train (the MSE of the returned image against the
-target equals the MSE of the predicted noise against the true one).
+target equals the MSE of the predicted noise against the true one). The last
+convolution starts at zero, so the untrained network returns its input.
 
 Batch normalisation is kept because the paper's fast convergence depends on
 it. Its running mean and variance are buffers of the state dict (with the
@@ -41,7 +42,12 @@ class DnCNN(nn.Module):
                 nn.BatchNorm2d(width),
                 nn.ReLU(),
             ]
-        layers.append(nn.Conv2d(width, 1, 3, padding=1))
+        last = nn.Conv2d(width, 1, 3, padding=1, bias=False)
+        # No noise predicted at the start: the untrained network is the
+        # identity, so federated training starts from the fast scan itself
+        # rather than from a random residual.
+        nn.init.zeros_(last.weight)
+        layers.append(last)
         self.noise = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
