@@ -42,14 +42,12 @@ def make_model(spec: EnhancerSpec = DNCNN, **changes: object) -> EnhancerModel:
 
 
 def identity_model() -> EnhancerModel:
-    """A DnCNN whose noise branch outputs zero, so it returns its input."""
+    """An untrained DnCNN: its noise branch starts at zero, so it returns its input."""
     network = build_enhancer(DNCNN)
     assert isinstance(network, DnCNN)
     last = network.noise[-1]
     assert isinstance(last, torch.nn.Conv2d)
-    torch.nn.init.zeros_(last.weight)
-    assert last.bias is not None
-    torch.nn.init.zeros_(last.bias)
+    assert not last.weight.any() and last.bias is None
     return make_model(arrays=state_to_arrays(network))
 
 
