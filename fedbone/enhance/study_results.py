@@ -244,7 +244,13 @@ def equivalence_rows(
         hist_a, hist_b = pooled[(a, b)]
         roc_a, roc_b = pooled_roc([hist_a]), pooled_roc([hist_b])
         test = pooled_paired_test(sums[(a, b)], hist_a, hist_b)
-        verdict = noninferiority(test.difference, test.se, margin=margin)
+        lower, p_value, non_inferior = math.nan, math.nan, False
+        if math.isfinite(test.difference) and math.isfinite(test.se) and test.se > 0:
+            verdict = noninferiority(test.difference, test.se, margin=margin)
+            lower, p_value = verdict.lower, verdict.p_value
+            non_inferior = verdict.non_inferior
+        # else: the test is undefined (one class empty, or identical scores):
+        # reported as not shown non-inferior, with NaN bounds
         method, level = _split(a)
         rows.append(
             {
@@ -262,9 +268,9 @@ def equivalence_rows(
                 "se": test.se,
                 "p_value": test.p_value,
                 "margin": margin,
-                "lower_bound": verdict.lower,
-                "noninferiority_p": verdict.p_value,
-                "non_inferior": verdict.non_inferior,
+                "lower_bound": lower,
+                "noninferiority_p": p_value,
+                "non_inferior": non_inferior,
                 "sites": len(sums[(a, b)]),
             }
         )
