@@ -15,7 +15,8 @@ One optional top-level section of the study YAML::
       batch_size: 8
       patch_height: 64
       patch_width: 32
-      lr: 0.0002                  # Adam (0.9, 0.999), as Qi et al.
+      lr: 0.0002                  # RRDBNet-GAN: Adam (0.9, 0.999), as Qi et al.
+      denoiser_lr: 0.001          # DnCNN and DDSRCNN (Zhang et al.: 1e-3)
       width: 32                   # feature channels of every network
       rrdb_blocks: 2              # RRDBNet blocks (paper profile: 9)
       dncnn_depth: 8              # DnCNN layers (the original: 17)
@@ -80,6 +81,7 @@ class EnhanceSettings:
     patch_height: int = whole(64, 16, 1024)
     patch_width: int = whole(32, 16, 1024)
     lr: float = number(2e-4, 1e-7, 1.0)
+    denoiser_lr: float = number(1e-3, 1e-7, 1.0)
     width: int = whole(32, 4, 256)
     rrdb_blocks: int = whole(2, 1, 32)
     dncnn_depth: int = whole(8, 3, 40)

@@ -414,7 +414,7 @@ class SiteEnhancement:
             dict(arrays),
             inputs,
             targets,
-            training=enhancer_training(settings),
+            training=enhancer_training(settings, method),
             perceptual=perceptual,
             seed=_round_seed(seed, self.site_id, arrays),
             device=self.device,
@@ -479,7 +479,9 @@ class SiteEnhancement:
         """Run ``method`` on network inputs (the output is on the input's scale)."""
         if method == GAUSSIAN:
             return gaussian_enhance(inputs, _gaussian_sigma(arrays, level))
-        return enhance(enhancer_spec(method, settings), dict(arrays), inputs)
+        return enhance(
+            enhancer_spec(method, settings), dict(arrays), inputs, device=self.device
+        )
 
     # -- evaluation -------------------------------------------------------
 

@@ -48,14 +48,23 @@ def enhancer_spec(method: str, settings: EnhanceSettings) -> EnhancerSpec:
     return EnhancerSpec(method=method, width=settings.width, blocks=blocks)
 
 
-def enhancer_training(settings: EnhanceSettings) -> EnhancerTraining:
-    """Return one site's local training in one federated round."""
+def enhancer_training(settings: EnhanceSettings, method: str) -> EnhancerTraining:
+    """Return one site's local training of ``method`` in one federated round.
+
+    Parameters
+    ----------
+    settings
+        The study's ``enhance`` settings.
+    method
+        The trained method: the GAN takes ``lr`` (Qi et al.), the
+        supervised denoisers ``denoiser_lr``.
+    """
     return EnhancerTraining(
         epochs=settings.local_epochs,
         steps_per_epoch=settings.steps_per_epoch,
         batch_size=settings.batch_size,
         patch=(settings.patch_height, settings.patch_width),
-        lr=settings.lr,
+        lr=settings.lr if method == "rrdbnet" else settings.denoiser_lr,
         perceptual_weight=settings.perceptual_weight,
         l1_weight=settings.l1_weight,
         bce_weight=settings.bce_weight,
