@@ -178,6 +178,21 @@ class _LevelData:
     standard_levels: np.ndarray
     labels: np.ndarray
     scan_ids: tuple[str, ...]
+    rows: np.ndarray
+
+
+def _differs_by_a_small_cell(a: _LevelData, b: _LevelData, min_class: int) -> bool:
+    """Whether two evaluated patient sets differ by 1 to ``min_class - 1`` of a class.
+
+    Histograms of the standard scans of both sets would then be differenced
+    into those few patients' labels and scores.
+    """
+    labels = {int(r): int(y) for r, y in zip(a.rows, a.labels, strict=True)}
+    labels.update({int(r): int(y) for r, y in zip(b.rows, b.labels, strict=True)})
+    differing = set(map(int, a.rows)) ^ set(map(int, b.rows))
+    positives = sum(labels[r] == 1 for r in differing)
+    negatives = len(differing) - positives
+    return 0 < positives < min_class or 0 < negatives < min_class
 
 
 class SiteEnhancement:
@@ -330,6 +345,7 @@ class SiteEnhancement:
             standard_levels=np.array([intensity_level(s) for s in standard]),
             labels=labels,
             scan_ids=tuple(pairs.scan_ids[int(r)] for r in rows),
+            rows=rows,
         )
 
     # -- training ---------------------------------------------------------
@@ -504,10 +520,23 @@ class SiteEnhancement:
         folder = run_folder(self.work_dir, ENHANCE_AREA, request.run_name)
         records: dict[str, dict[str, float | int | list[int]]] = {}
         kept: dict[str, np.ndarray] = {}
+        released: list[_LevelData] = []
         for level in pairs.fast:
             data = self._level_data(pairs, level, request.split, request.task)
             if data is None:
                 continue
+            if any(
+                _differs_by_a_small_cell(data, other, self.min_class)
+                for other in released
+            ):
+                logger.info(
+                    "enhance: level %s's patients differ from an evaluated "
+                    "level's by a small cell; not evaluated (the two releases "
+                    "could be differenced)",
+                    level,
+                )
+                continue
+            released.append(data)
             standard_unit = np.stack(
                 [
                     unit_range(s, lv)

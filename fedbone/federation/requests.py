@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message
 
+from fedbone.config.enhance import EnhanceSettings
+from fedbone.errors import Problem
 from fedbone.federation.kinds import (
     CONFIG_RECORD,
     PHASE_ENHANCE,
@@ -22,6 +24,7 @@ from fedbone.federation.kinds import (
 from fedbone.federation.outcome_messages import OutcomeRequest
 from fedbone.federation.records import record_to_arrays
 from fedbone.federation.study_messages import (
+    StudyMessageError,
     classifier_spec_from,
     config_bool,
     config_float,
@@ -111,6 +114,27 @@ def _is_enhance_phase(config: ConfigRecord) -> bool:
     return config_str(config, "phase") == PHASE_ENHANCE
 
 
+def _enhancer(method: str, settings: EnhanceSettings) -> str:
+    """Return ``method`` if the study's ``enhance.methods`` lists it; refuse it else.
+
+    Checked before any work, so a made-up method is a clear refusal, not a
+    failure after the pairs were built.
+    """
+    if method not in settings.methods:
+        raise StudyMessageError(
+            "enhancer",
+            [
+                Problem(
+                    "unknown-enhancer",
+                    f"{method!r} is not one of the study's methods "
+                    f"({', '.join(settings.methods)})",
+                    "enhancer",
+                )
+            ],
+        )
+    return method
+
+
 def model_arrays(message: Message) -> dict[str, np.ndarray]:
     """Return the global model a ``train`` or ``evaluate`` message carries."""
     return record_to_arrays(message.content.array_records[ARRAYS_RECORD])
@@ -139,11 +163,12 @@ def train_request(message: Message, context: Context) -> TrainRequest:
     if _is_gan_phase(config):
         return gan_request(message)
     if _is_enhance_phase(config):
+        settings = enhance_settings_from(config)
         return EnhanceTrainRequest(
             task=config_str(config, "task"),
             run_name=_run_name(config),
-            method=config_str(config, "enhancer"),
-            enhance=enhance_settings_from(config),
+            method=_enhancer(config_str(config, "enhancer"), settings),
+            enhance=settings,
             seed=config_int(config, "seed"),
         )
     return ClassifierTrainRequest(
@@ -171,10 +196,11 @@ def evaluate_request(message: Message, context: Context) -> EvaluateRequest:
             seed=config_int(config, "seed"),
         )
     if _is_enhance_phase(config):
+        settings = enhance_settings_from(config)
         return EnhanceEvaluateRequest(
             run_name=_run_name(config),
-            method=config_str(config, "enhancer"),
-            enhance=enhance_settings_from(config),
+            method=_enhancer(config_str(config, "enhancer"), settings),
+            enhance=settings,
             seed=config_int(config, "seed"),
         )
     return ClassifierEvaluateRequest(
@@ -307,16 +333,19 @@ def cox_request(message: Message) -> CoxRequest:
 def enhance_validate_request(message: Message) -> EnhanceValidateRequest:
     """Decode ``query.enhance_evaluate``: the enhancers and the classifier."""
     config = _config(message)
+    settings = enhance_settings_from(config)
     (model,) = models_from(message.content).values()
     enhancers = {
-        name.removeprefix(ENHANCER_RECORD_PREFIX): record_to_arrays(record)
+        _enhancer(name.removeprefix(ENHANCER_RECORD_PREFIX), settings): (
+            record_to_arrays(record)
+        )
         for name, record in message.content.array_records.items()
         if name.startswith(ENHANCER_RECORD_PREFIX)
     }
     return EnhanceValidateRequest(
         task=config_str(config, "task"),
         run_name=_run_name(config),
-        enhance=enhance_settings_from(config),
+        enhance=settings,
         enhancers=enhancers,
         classifier=classifier_spec_from(config),
         model=model,

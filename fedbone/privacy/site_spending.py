@@ -119,11 +119,18 @@ def open_site_ledger(site: SiteConfig, n_training: int) -> PrivacyLedger:
     return PrivacyLedger(privacy.ledger, budget, open_site_secret_for(site))
 
 
-def refuse_without_dp(site: SiteConfig) -> None:
+def refuse_without_dp(site: SiteConfig, *, fix: str | None = None) -> None:
     """Refuse to release weights trained without DP at a site with a budget.
 
     A site that set a privacy budget has said its scans leave only under
     differential privacy; a non-private training request would void that.
+
+    Parameters
+    ----------
+    site
+        The site's config.
+    fix
+        What the study could do instead (default: set ``dp.classifier``).
 
     Raises
     ------
@@ -131,14 +138,15 @@ def refuse_without_dp(site: SiteConfig) -> None:
         ``dp-required``.
     """
     if site.privacy.epsilon_budget is not None:
+        remedy = fix or "the study must set dp.classifier"
         raise PrivacyError(
             site.site_id,
             [
                 Problem(
                     "dp-required",
                     "this site has a privacy budget and releases model weights "
-                    "only when trained with DP-SGD; the study must set "
-                    "dp.classifier (or the site must remove privacy.budget)",
+                    f"only when trained with DP-SGD; {remedy} (or the site must "
+                    "remove privacy.budget)",
                     "privacy.budget",
                 )
             ],

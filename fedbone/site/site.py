@@ -17,6 +17,7 @@ release is charged to its ledger before the result is returned.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -91,6 +92,7 @@ from fedbone.site.results import (
     StoredPool,
     ValidationResult,
 )
+from fedbone.validation.histograms import ScoreHistograms
 from fedbone.validation.private import DpStatisticsSpec, release_private_histograms
 from fedbone.validation.site import paired_components, validate_models
 
@@ -218,6 +220,7 @@ class Site:
         require_noisy_statistics(
             self.config, "enhancement DeLong components", noisy=False
         )
+        _check_pooled_bins(self.config, request.pooled)
         return self.enhancement.components(
             run_name=request.run_name, pooled=request.pooled, pairs=request.pairs
         )
@@ -252,7 +255,11 @@ class Site:
             return self._federated_gan_round(request, arrays)
         if isinstance(request, EnhanceTrainRequest):
             # no DP-SGD for enhancers: a site with a privacy budget refuses
-            refuse_without_dp(self.config)
+            refuse_without_dp(
+                self.config,
+                fix="enhancers have no DP training in this version, so the study "
+                "cannot train them here",
+            )
             with torch_threads(os.cpu_count()):
                 return self.enhancement.train_round(
                     self.cache,
@@ -410,6 +417,7 @@ class Site:
     def paired(self, request: PairedRequest) -> dict[str, dict[str, float | int]]:
         """Sum DeLong components against the pooled distributions, by pair."""
         require_noisy_statistics(self.config, "paired DeLong components", noisy=False)
+        _check_pooled_bins(self.config, request.pooled)
         return paired_components(
             self.cache,
             request.task,
@@ -600,3 +608,16 @@ class Site:
             ties=request.ties,
             min_patients=self.config.privacy.small_cell_threshold,
         )
+
+
+def _check_pooled_bins(
+    config: SiteConfig, pooled: Mapping[str, ScoreHistograms]
+) -> None:
+    """Refuse pooled histograms finer than the site's own bin limit.
+
+    The centre's pooled histograms shape the component sums a site returns:
+    crafted fine bins would turn the sums into counts of patients above any
+    chosen score.
+    """
+    for histograms in pooled.values():
+        check_histogram_bins(config, len(histograms.to_dict()["positives"]))

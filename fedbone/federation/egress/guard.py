@@ -237,8 +237,9 @@ class EgressGuard:
         self, record: MetricRecord, keys: Sequence[str], minimum: int | None = None
     ) -> bool:
         limit = self.small_cell_threshold if minimum is None else minimum
+        # a count sent as a float (2.0) is still a count: no type escapes
         return any(
-            isinstance(record.get(k), int) and 0 < int(record[k]) < limit  # type: ignore[arg-type]
+            isinstance(record.get(k), int | float) and 0 < float(record[k]) < limit  # type: ignore[arg-type]
             for k in keys
         )
 
