@@ -210,8 +210,8 @@ class Site:
         """
         check_histogram_bins(self.config, request.bins)
         require_noisy_statistics(self.config, "enhancement evaluation", noisy=False)
-        with torch_threads(os.cpu_count()):
-            return self.enhancement.evaluate(self.cache, request)
+        # every site evaluates at once: keep the worker's own thread count
+        return self.enhancement.evaluate(self.cache, request)
 
     def enhance_components(
         self, request: EnhanceComponentsRequest
@@ -260,15 +260,15 @@ class Site:
                 fix="enhancers have no DP training in this version, so the study "
                 "cannot train them here",
             )
-            with torch_threads(os.cpu_count()):
-                return self.enhancement.train_round(
-                    self.cache,
-                    arrays,
-                    method=request.method,
-                    settings=request.enhance,
-                    run_name=request.run_name,
-                    seed=request.seed,
-                )
+            # the train sites train at once: the worker's own thread count
+            return self.enhancement.train_round(
+                self.cache,
+                arrays,
+                method=request.method,
+                settings=request.enhance,
+                run_name=request.run_name,
+                seed=request.seed,
+            )
         if request.dp is None:
             refuse_without_dp(self.config)
         cache = mixed_training_view(
@@ -338,14 +338,13 @@ class Site:
         federated GAN (phase ``gan``) by FD, KID and precision/recall.
         """
         if isinstance(request, EnhanceEvaluateRequest):
-            with torch_threads(os.cpu_count()):
-                return self.enhancement.evaluate_round(
-                    self.cache,
-                    arrays,
-                    method=request.method,
-                    settings=request.enhance,
-                    seed=request.seed,
-                )
+            return self.enhancement.evaluate_round(
+                self.cache,
+                arrays,
+                method=request.method,
+                settings=request.enhance,
+                seed=request.seed,
+            )
         if isinstance(request, GanEvaluateRequest):
             request = replace(request, gan=resolve_encoder(self.config, request.gan))
             with torch_threads(os.cpu_count()):
