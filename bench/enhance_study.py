@@ -46,7 +46,7 @@ def _quality(rows: list[dict[str, Any]]) -> list[str]:
             f"| {row['image_set']} | {row['n']} | {_f(row['psnr'], 2)} ± "
             f"{_f(row['psnr_sd'], 2)} | {_f(row['ssim'], 4)} | "
             f"{_f(row['ms-ssim'], 4)} | {_f(row['perceptual'], 4)} | "
-            f"{_f(row['fd'], 4)} |"
+            f"{row['fd']:.3g} |"
         )
     return lines
 
@@ -127,8 +127,7 @@ def main(argv: list[str]) -> int:
         "",
         *_agreement(enhance["agreement"]),
         "",
-        "## Diagnostic equivalence (federated classifier; paired DeLong vs "
-        "standard)",
+        "## Diagnostic equivalence (federated classifier; paired DeLong vs standard)",
         "",
         *_equivalence(enhance["equivalence"]),
         "",

@@ -1,25 +1,30 @@
 """DnCNN (Zhang et al. 2017), the review's baseline denoiser, written here.
 
 ``depth`` 3x3 convolutions: the first followed by a ReLU, ``depth - 2`` with
-batch normalisation and ReLU, and a last one to a single channel. The network
+normalisation and ReLU, and a last one to a single channel. The network
 learns the **residual**: it predicts the noise and returns ``input - noise``,
 which is what Zhang et al. train (the MSE of the returned image against the
 target equals the MSE of the predicted noise against the true one). The last
 convolution starts at zero, so the untrained network returns its input.
 
-Batch normalisation is kept because the paper's fast convergence depends on
-it. Its running mean and variance are buffers of the state dict (with the
-``int64`` ``num_batches_tracked``), so they travel and are averaged with the
-weights; note that FedAvg of per-hospital running statistics is only an
-approximation of the pooled statistics (FedBN would keep them local).
+Batch normalisation is replaced by group normalisation (8 groups). With
+batch norm, the running statistics the sites average (FedAvg) match no site's
+data, and eval-mode inference degraded the scans: on the phantom study
+(2026-12-06, 3 rounds) the BN DnCNN's 2x scans had SSIM 0.955 against the
+unenhanced fast scans' 0.986. Group norm has no running statistics, so what
+the sites average is only weights.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 __all__ = ["DnCNN"]
+
+_GROUPS = 8
 
 
 class DnCNN(nn.Module):
@@ -39,7 +44,7 @@ class DnCNN(nn.Module):
         for _ in range(depth - 2):
             layers += [
                 nn.Conv2d(width, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
+                nn.GroupNorm(math.gcd(_GROUPS, width), width),
                 nn.ReLU(),
             ]
         last = nn.Conv2d(width, 1, 3, padding=1, bias=False)

@@ -413,12 +413,15 @@ def _dncnn(**changes: np.ndarray | None) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize(
     ("arrays", "code"),
     [
-        (_dncnn(**{"noise.3.num_batches_tracked": np.array(2.0)}), "dtype"),
+        (
+            _dncnn(**{"noise.0.weight": _dncnn()["noise.0.weight"].astype(np.float64)}),
+            "dtype",
+        ),
         (_dncnn(**{"noise.0.bias": np.zeros(16, np.float32)}), "shape"),
         (_dncnn(**{"noise.0.bias": None}), "missing"),
         (_dncnn(**{"standard": np.ones((128, 32), np.float32)}), "extra"),
     ],
-    ids=["counter-as-float", "wider-layer", "missing-layer", "a-scan-added"],
+    ids=["weights-as-float64", "wider-layer", "missing-layer", "a-scan-added"],
 )
 def test_a_trained_enhancer_must_mirror_the_received_arrays(
     arrays: dict[str, np.ndarray], code: str
