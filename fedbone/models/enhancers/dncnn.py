@@ -39,7 +39,11 @@ class DnCNN(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 2):
-            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+            # no bias in the hidden layers (as the original, whose batch norm
+            # made them redundant): with biases the ReLUs died in the federated
+            # study and the network stayed the identity (site A, 60 steps:
+            # 37.94 dB, the fast scans' own; without: 39.04 and 39.44, 2 seeds)
+            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.ReLU()]
         last = nn.Conv2d(width, 1, 3, padding=1, bias=False)
         # No noise predicted at the start: the untrained network is the
         # identity, so federated training starts from the fast scan itself
