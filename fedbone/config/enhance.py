@@ -9,6 +9,9 @@ One optional top-level section of the study YAML::
                                   # counts: "<k>x" keeps 1/k of them, "<n>k"
                                   # keeps n kcounts of each view
       real_pairs: true            # also evaluate on sites' real fast scans
+      train_on_real_pairs: false  # and train the networks on them too (Qi
+                                  # et al.'s "real" model; default: thinned
+                                  # pairs only, the "simulated" model)
       rounds: 3                   # federated rounds per trained method
       local_epochs: 1
       steps_per_epoch: 40         # patch batches per local epoch
@@ -74,6 +77,7 @@ class EnhanceSettings:
     methods: tuple[str, ...] = subset(ENHANCE_METHODS, ENHANCE_METHODS)
     levels: tuple[str, ...] = ("2x", "3x")
     real_pairs: bool = flag(True)
+    train_on_real_pairs: bool = flag(False)
     rounds: int = whole(3, 1, 1000)
     local_epochs: int = whole(1, 1, 1000)
     steps_per_epoch: int = whole(40, 1, 100_000)

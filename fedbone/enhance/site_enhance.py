@@ -45,7 +45,7 @@ from fedbone.enhance.gaussian import fit_gaussian_sigma, gaussian_enhance
 from fedbone.enhance.inference import enhance
 from fedbone.enhance.metrics import ms_ssim_batch, psnr_batch, ssim_batch
 from fedbone.enhance.model_file import EnhancerModel, save_enhancer
-from fedbone.enhance.pairs import PairSet, load_or_build_pair_set
+from fedbone.enhance.pairs import REAL, PairSet, load_or_build_pair_set
 from fedbone.enhance.perceptual import PerceptualFeatures, perceptual_distance
 from fedbone.enhance.scaling import (
     DEFAULT_PERCENTILE,
@@ -351,12 +351,24 @@ class SiteEnhancement:
     # -- training ---------------------------------------------------------
 
     def _training_pairs(
-        self, pairs: PairSet, settings: EnhanceSettings, split: str
+        self,
+        pairs: PairSet,
+        settings: EnhanceSettings,
+        split: str,
+        *,
+        real: bool = False,
     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
-        """Return inputs and targets per simulated level, and how many scans."""
+        """Return inputs and targets per level, and how many scans they hold.
+
+        The simulated levels always; with ``real``, also the site's real
+        fast acquisitions (registered and scaled to their standards).
+        """
         by_level = {}
         scans: set[int] = set()
-        for level in simulated_levels(settings):
+        levels = list(simulated_levels(settings))
+        if real:
+            levels += [lv for lv in pairs.fast if pairs.source[lv] == REAL]
+        for level in levels:
             positions = pairs.indices(level, split)
             rows = pairs.rows[level][positions]
             scans.update(int(r) for r in rows)
@@ -400,7 +412,12 @@ class SiteEnhancement:
         """
         started = time.perf_counter()
         pairs = self.pair_set(cache, settings, seed)
-        by_level, n_scans = self._training_pairs(pairs, settings, "train")
+        by_level, n_scans = self._training_pairs(
+            pairs,
+            settings,
+            "train",
+            real=settings.train_on_real_pairs and method != GAUSSIAN,
+        )
         if n_scans == 0:
             raise ValueError(
                 f"site {self.site_id} has no training pairs (no readable scans on "

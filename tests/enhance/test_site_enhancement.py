@@ -357,3 +357,33 @@ def test_components_skip_pairs_the_site_did_not_evaluate(
     )
 
     assert records == {}
+
+
+@pytest.mark.parametrize(("real", "levels"), [(False, 3), (True, 4)])
+def test_real_pairs_join_the_training_pairs_only_when_asked(
+    site: tuple[SiteCache, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    real: bool,
+    levels: int,
+) -> None:
+    # Prepare: record what the network would be trained on
+    seen: dict[str, int] = {}
+
+    def capture(spec, arrays, inputs, targets, **kwargs):  # type: ignore[no-untyped-def]
+        seen["pairs"] = len(inputs)
+        return RoundResult(dict(arrays), {"train-loss": 0.0}, None)
+
+    monkeypatch.setattr("fedbone.enhance.site_enhance.train_enhancer", capture)
+    settings = dataclasses.replace(
+        SETTINGS, levels=("2x", "3x", "300k"), train_on_real_pairs=real
+    )
+    cache = site[0]
+    n_train = len(cache.indices("train"))
+
+    # Execute
+    _train(_enhancement(site, tmp_path), cache, "dncnn", settings=settings)
+
+    # Assert: three thinned levels of every training scan, plus the real 2x
+    # acquisitions of those scans when asked
+    assert seen["pairs"] == levels * n_train
