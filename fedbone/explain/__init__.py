@@ -1,0 +1,1 @@
+"""Explaining the classifier: Grad-CAM maps and their sanity checks."""
