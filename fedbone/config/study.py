@@ -79,6 +79,8 @@ ARCHITECTURES = (
     "resnet50",
     "efficientnet-b0",
     "small-cnn",
+    "vgg16",
+    "vgg-small",
 )
 NORMS = ("batch", "group", "instance")
 SAMPLINGS = ("oversample", "balanced", "none")

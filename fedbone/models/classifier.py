@@ -31,6 +31,8 @@ from fedbone.models.weights import load_pretrained
 
 __all__ = [
     "SMALL_CNN_WIDTHS",
+    "VGG16_BLOCKS",
+    "VGG_SMALL_BLOCKS",
     "Architecture",
     "ClassifierSpec",
     "Norm",
@@ -60,6 +62,8 @@ class Architecture(StrEnum):
     RESNET50 = "resnet50"
     EFFICIENTNET_B0 = "efficientnet-b0"
     SMALL_CNN = "small-cnn"
+    VGG16 = "vgg16"
+    VGG_SMALL = "vgg-small"
 
 
 class Norm(StrEnum):
@@ -202,6 +206,72 @@ class _SmallCnn(nn.Module):
         return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
 
 
+#: VGG16's convolutions per block and widths (Simonyan & Zisserman, config D).
+VGG16_BLOCKS: tuple[tuple[int, int], ...] = (
+    (2, 64),
+    (2, 128),
+    (3, 256),
+    (3, 512),
+    (3, 512),
+)
+#: The same layout at a quarter of the widths, for CPU profiles.
+VGG_SMALL_BLOCKS: tuple[tuple[int, int], ...] = tuple(
+    (convs, width // 4) for convs, width in VGG16_BLOCKS
+)
+_VGG_DENSE = 512
+
+
+class _Vgg(nn.Module):
+    """VGG16-class features (Ibrahim et al. 2023), written here.
+
+    Five blocks of 3x3 conv-norm-ReLU (2, 2, 3, 3, 3 convolutions) with 2x2
+    max pooling after each, global average pooling, and a dense layer of 512
+    with ReLU, as Ibrahim et al.'s two-view network; the classifier's head
+    then gives the logit (the two-way softmax of the paper in one logit).
+    With ``views: both`` the anterior and the mirrored posterior view sit side
+    by side, so the augmentation's left-right flip also swaps the views, as
+    theirs did. Weights only from a local file with its sha256.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        norm: str | tuple[str, dict[str, object]],
+        blocks: tuple[tuple[int, int], ...],
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for convs, width in blocks:
+            for _ in range(convs):
+                layers += [
+                    nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
+                    get_norm_layer(name=norm, spatial_dims=2, channels=width),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.dense = nn.Sequential(
+            nn.Linear(channels, _VGG_DENSE), nn.ReLU(inplace=True)
+        )
+        self.n_features = _VGG_DENSE
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Return ``(B, 512)`` features of the dense layer."""
+        return self.dense(self.features(images).mean(dim=(2, 3)))
+
+
+def _vgg(
+    blocks: tuple[tuple[int, int], ...],
+) -> Callable[[ClassifierSpec], tuple[nn.Module, int]]:
+    def build(spec: ClassifierSpec) -> tuple[nn.Module, int]:
+        net = _Vgg(spec.in_channels, _norm_argument(spec.norm), blocks)
+        return net, net.n_features
+
+    return build
+
+
 def _norm_argument(norm: Norm) -> str | tuple[str, dict[str, object]]:
     if norm is Norm.GROUP:
         return ("group", {"num_groups": _GROUPS})
@@ -290,6 +360,8 @@ _BUILDERS: dict[Architecture, Callable[[ClassifierSpec], tuple[nn.Module, int]]]
     Architecture.RESNET50: _resnet(resnet50),
     Architecture.EFFICIENTNET_B0: _efficientnet_b0,
     Architecture.SMALL_CNN: _small_cnn,
+    Architecture.VGG16: _vgg(VGG16_BLOCKS),
+    Architecture.VGG_SMALL: _vgg(VGG_SMALL_BLOCKS),
 }
 
 

@@ -24,7 +24,7 @@ def test_shipped_study_configs_are_valid(name: str) -> None:
 def test_every_study_problem_is_reported_at_once(tmp_path: Path) -> None:
     raw = {
         "study": {"task": "lungs", "phases": ["train", "census"], "baselines": ["x"]},
-        "model": {"architecture": "vgg16", "pretrained_weights": "w.pt"},
+        "model": {"architecture": "vgg19", "pretrained_weights": "w.pt"},
         "training": {"strategy": "fedsgd", "rounds": 0, "typo": 1},
         "validation": {"bins": 10},
     }

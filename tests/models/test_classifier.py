@@ -117,7 +117,7 @@ def test_strings_are_accepted_for_enums() -> None:
 def test_spec_lists_every_bad_setting(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as caught:
         ClassifierSpec(
-            architecture="vgg16",  # type: ignore[arg-type]
+            architecture="vgg19",  # type: ignore[arg-type]
             norm="layer",  # type: ignore[arg-type]
             in_channels=0,
             dropout=1.0,
