@@ -81,6 +81,8 @@ ARCHITECTURES = (
     "small-cnn",
     "vgg16",
     "vgg-small",
+    "fusion-shared",
+    "fusion-separate",
 )
 NORMS = ("batch", "group", "instance")
 SAMPLINGS = ("oversample", "balanced", "none")

@@ -27,6 +27,7 @@ from torch import nn
 
 from fedbone.errors import Problem
 from fedbone.models.errors import ModelError
+from fedbone.models.fusion import MultiViewFusion
 from fedbone.models.weights import load_pretrained
 
 __all__ = [
@@ -64,6 +65,8 @@ class Architecture(StrEnum):
     SMALL_CNN = "small-cnn"
     VGG16 = "vgg16"
     VGG_SMALL = "vgg-small"
+    FUSION_SHARED = "fusion-shared"
+    FUSION_SEPARATE = "fusion-separate"
 
 
 class Norm(StrEnum):
@@ -272,6 +275,27 @@ def _vgg(
     return build
 
 
+def _fusion(shared: bool) -> Callable[[ClassifierSpec], tuple[nn.Module, int]]:
+    def build(spec: ClassifierSpec) -> tuple[nn.Module, int]:
+        if spec.in_channels != 2:
+            raise ModelError(
+                "classifier spec",
+                [
+                    Problem(
+                        "fusion-needs-two-views",
+                        "a multi-view fusion network takes anterior and posterior "
+                        "stacked as channels: set model.in_channels: 2 (and the "
+                        "sites' preprocessing views: both)",
+                        "in_channels",
+                    )
+                ],
+            )
+        net = MultiViewFusion(_norm_argument(spec.norm), shared=shared)
+        return net, net.n_features
+
+    return build
+
+
 def _norm_argument(norm: Norm) -> str | tuple[str, dict[str, object]]:
     if norm is Norm.GROUP:
         return ("group", {"num_groups": _GROUPS})
@@ -362,6 +386,8 @@ _BUILDERS: dict[Architecture, Callable[[ClassifierSpec], tuple[nn.Module, int]]]
     Architecture.SMALL_CNN: _small_cnn,
     Architecture.VGG16: _vgg(VGG16_BLOCKS),
     Architecture.VGG_SMALL: _vgg(VGG_SMALL_BLOCKS),
+    Architecture.FUSION_SHARED: _fusion(shared=True),
+    Architecture.FUSION_SEPARATE: _fusion(shared=False),
 }
 
 

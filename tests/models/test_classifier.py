@@ -26,13 +26,21 @@ def logits(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
         return model(torch.rand(*shape))
 
 
+def _channels(architecture: Architecture) -> int:
+    """Views the architecture takes as channels (fusion networks: both)."""
+    return 2 if architecture.value.startswith("fusion") else 1
+
+
 @pytest.mark.parametrize("architecture", list(Architecture))
 def test_every_architecture_gives_one_logit_per_cpu_canvas(
     architecture: Architecture,
 ) -> None:
-    model = build_classifier(ClassifierSpec(architecture=architecture))
+    channels = _channels(architecture)
+    model = build_classifier(
+        ClassifierSpec(architecture=architecture, in_channels=channels)
+    )
 
-    out = logits(model, (2, 1, 256, 64))
+    out = logits(model, (2, channels, 256, 64))
 
     assert out.shape == (2,)
     assert torch.isfinite(out).all()
@@ -55,7 +63,11 @@ def test_paper_canvas_and_two_views_side_by_side(
 def test_requested_normalisation_replaces_batch_norm_everywhere(
     architecture: Architecture, norm: Norm
 ) -> None:
-    model = build_classifier(ClassifierSpec(architecture=architecture, norm=norm))
+    model = build_classifier(
+        ClassifierSpec(
+            architecture=architecture, norm=norm, in_channels=_channels(architecture)
+        )
+    )
 
     kinds = {
         type(m)
