@@ -18,6 +18,7 @@ from typing import Any
 from fedbone import __version__
 from fedbone.cli.deployment import add_server_parser, add_site_parser
 from fedbone.cli.enhance import add_enhance_parser
+from fedbone.cli.explain import add_explain_parser
 from fedbone.cli.pki import add_pki_parser
 from fedbone.errors import FedboneError
 
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_inspect(sub)
     add_enhance_parser(sub)
+    add_explain_parser(sub)
     add_pki_parser(sub)
     add_server_parser(sub)
     add_site_parser(sub)
