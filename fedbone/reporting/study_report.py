@@ -20,6 +20,7 @@ from fedbone.reporting.enhance_report import (
     enhance_summary_lines,
     write_enhance_sections,
 )
+from fedbone.reporting.gradcam_report import write_synthetic_gradcam
 from fedbone.reporting.outcome_report import (
     outcome_summary_lines,
     write_outcome_sections,
@@ -72,6 +73,8 @@ class StudyReport:
     enhance: Mapping[str, Any] = field(default_factory=dict)  # results["enhance"]
     enhance_examples: Path | None = None
     """Phantom triplets (fast / enhanced / standard) the centre made itself."""
+    classifier: tuple[Any, dict[str, Any]] | None = None
+    """The federated classifier's spec and arrays (Grad-CAM on synthetic images)."""
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -437,6 +440,16 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         task=str(cfg.get("task", "bm")),
     ):
         sections.append(_render(section))
+    if report.synthetic_pool is not None and report.classifier is not None:
+        gradcam = write_synthetic_gradcam(
+            report.synthetic_pool,
+            report.classifier[0],
+            report.classifier[1],
+            out_dir,
+            task=str(cfg.get("task", "bm")),
+        )
+        if gradcam is not None:
+            sections.append(_render(gradcam))
     if report.outcomes:
         sections += map(_render, write_outcome_sections(out_dir, report.outcomes))
     if report.enhance:

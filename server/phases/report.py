@@ -16,6 +16,7 @@ from fedbone.reporting import (
     write_study_report,
 )
 from fedbone.validation.study_results import ValidationResults
+from server.phases.train import classifier_spec
 from server.study_run import StudyRun
 
 __all__ = ["build_report", "run_report"]
@@ -54,6 +55,11 @@ def build_report(run: StudyRun) -> StudyReport:
             run.pool.synthetic_set() if run.pool is not None and len(run.pool) else None
         ),
         enhance=run.results.get("enhance", {}),
+        classifier=(
+            (classifier_spec(run), run.models["federated"])
+            if "federated" in run.models
+            else None
+        ),
         enhance_examples=_existing(run.run_dir / "enhance" / "examples.png"),
     )
 
