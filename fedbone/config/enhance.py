@@ -30,6 +30,9 @@ One optional top-level section of the study YAML::
       gan_weight: 0.001
       encoder_epochs: 4           # the site's own encoder (perceptual loss,
                                   # FD and the perceptual distance)
+      perceptual_encoder_sha256: null  # or the sha256 of a TorchScript file
+                                  # (e.g. a VGG) each site lists in its
+                                  # policy.encoders: RRDBNet's perceptual loss
       noninferiority_margin: 0.05 # AUC margin of the diagnostic-equivalence test
       examples: 3                 # phantom triplets shown in the report
 
@@ -95,6 +98,7 @@ class EnhanceSettings:
     bce_weight: float = number(0.01, 0.0, 100.0)
     gan_weight: float = number(0.001, 0.0, 100.0)
     encoder_epochs: int = whole(4, 1, 1000)
+    perceptual_encoder_sha256: str | None = None
     noninferiority_margin: float = number(0.05, 0.0, 0.5)
     examples: int = whole(3, 0, 16)
 
@@ -147,7 +151,24 @@ def read_enhance(c: SettingsCollector, raw: Mapping[str, Any]) -> EnhanceSetting
             "enhance.levels",
             f"levels must be distinct, at most {MAX_LEVELS}",
         )
-    settings = c.settings(section, "enhance", EnhanceSettings, levels=levels)
+    sha = section.get("perceptual_encoder_sha256")
+    if sha is not None and not (
+        isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)
+    ):
+        c.add(
+            "invalid-value",
+            "enhance.perceptual_encoder_sha256",
+            "name the encoder by the sha256 of its file (64 hex characters); "
+            "each site lists the file in its policy.encoders",
+        )
+        sha = None
+    settings = c.settings(
+        section,
+        "enhance",
+        EnhanceSettings,
+        levels=levels,
+        perceptual_encoder_sha256=sha.lower() if sha else None,
+    )
     if not settings.methods:
         c.add("invalid-value", "enhance.methods", "name at least one method")
     for name, size in (

@@ -26,10 +26,14 @@ from torch import Tensor
 from torch.nn import functional
 
 from fedbone.errors import Problem
-from fedbone.generative.fidelity.encoders import SiteEncoder
+from fedbone.generative.fidelity.encoders import SiteEncoder, TorchScriptEncoder
 from fedbone.validation.errors import EvaluationError
 
-__all__ = ["PerceptualFeatures", "perceptual_distance"]
+__all__ = [
+    "PerceptualFeatures",
+    "TorchScriptPerceptual",
+    "perceptual_distance",
+]
 
 # Pairs per forward pass of perceptual_distance.
 _BATCH = 16
@@ -168,3 +172,47 @@ def _block_distance(first: Tensor, second: Tensor) -> Tensor:
     unit_first = functional.normalize(first, dim=1, eps=_NORM_EPS)
     unit_second = functional.normalize(second, dim=1, eps=_NORM_EPS)
     return (unit_first - unit_second).square().sum(dim=1).mean(dim=(1, 2))
+
+
+class TorchScriptPerceptual:
+    """Features of a site-approved TorchScript network (e.g. a local VGG).
+
+    Qi et al.'s perceptual loss used an ImageNet network. A site that has one
+    as a local TorchScript file (listed with its sha256 in
+    ``policy.encoders``, named by the study's
+    ``enhance.perceptual_encoder_sha256``) gets its output as the one feature
+    map of the loss. The scan is resized to the network's input size,
+    repeated into its channels and mapped to its value range, all in torch, so
+    gradients reach the scan; the network is frozen.
+
+    Parameters
+    ----------
+    encoder
+        The loaded :class:`~fedbone.generative.fidelity.encoders.TorchScriptEncoder`.
+    """
+
+    def __init__(self, encoder: TorchScriptEncoder) -> None:
+        self.encoder = encoder
+        self.encoder.module.eval()
+        for parameter in self.encoder.module.parameters():
+            parameter.requires_grad_(False)
+        self.name = encoder.name
+        self.sha256 = encoder.sha256
+
+    def __call__(self, x: Tensor) -> list[Tensor]:
+        """Return ``[features]`` for a ``(B, 1, H, W)`` batch.
+
+        Parameters
+        ----------
+        x
+            Floating-point images in about [0, 1].
+        """
+        low, high = self.encoder.value_range
+        resized = functional.interpolate(
+            x, size=self.encoder.input_size, mode="bilinear", align_corners=False
+        )
+        inputs = low + (high - low) * resized.repeat(1, self.encoder.channels, 1, 1)
+        output = self.encoder.module(inputs, **self.encoder.forward_kwargs)
+        if isinstance(output, tuple | list):
+            output = output[0]
+        return [output.reshape(len(x), -1)]

@@ -46,7 +46,11 @@ from fedbone.enhance.inference import enhance
 from fedbone.enhance.metrics import ms_ssim_batch, psnr_batch, ssim_batch
 from fedbone.enhance.model_file import EnhancerModel, save_enhancer
 from fedbone.enhance.pairs import REAL, PairSet, load_or_build_pair_set
-from fedbone.enhance.perceptual import PerceptualFeatures, perceptual_distance
+from fedbone.enhance.perceptual import (
+    PerceptualFeatures,
+    TorchScriptPerceptual,
+    perceptual_distance,
+)
 from fedbone.enhance.scaling import (
     DEFAULT_PERCENTILE,
     intensity_level,
@@ -67,6 +71,7 @@ from fedbone.generative.fidelity.distances import frechet_distance
 from fedbone.generative.fidelity.encoders import (
     EncoderSpec,
     SiteEncoder,
+    TorchScriptEncoder,
     train_site_encoder,
 )
 from fedbone.generative.site_gan import labelled_class_rows
@@ -211,6 +216,9 @@ class SiteEnhancement:
     min_class
         Fewest patients of a class a released image set may hold; smaller
         levels are not evaluated (the egress guard would withhold them).
+    encoder_file
+        Finds the site-approved TorchScript file of a sha256 the study names
+        for the perceptual loss (``policy.encoders``); it refuses any other.
     """
 
     def __init__(
@@ -221,7 +229,9 @@ class SiteEnhancement:
         fast_manifest: Path | None,
         device: str,
         min_class: int,
+        encoder_file: Callable[[str], Path] | None = None,
     ) -> None:
+        self.encoder_file = encoder_file
         self.site_id = site_id
         self.work_dir = work_dir
         self.fast_manifest = fast_manifest
@@ -439,9 +449,7 @@ class SiteEnhancement:
         targets = np.concatenate([pair[1] for pair in by_level.values()])
         perceptual: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
         if method == "rrdbnet" and settings.perceptual_weight > 0:
-            perceptual = PerceptualFeatures(
-                self.encoder(cache, run_name, settings, seed)
-            )
+            perceptual = self._perceptual(cache, run_name, settings, seed)
         result = train_enhancer(
             enhancer_spec(method, settings),
             dict(arrays),
@@ -461,6 +469,23 @@ class SiteEnhancement:
             for key, value in result.arrays.items()
         }
         return RoundResult(returned, metrics, None)
+
+    def _perceptual(
+        self, cache: SiteCache, run_name: str, settings: EnhanceSettings, seed: int
+    ) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+        """Return the perceptual features: a site-approved file, or the site encoder."""
+        sha256 = settings.perceptual_encoder_sha256
+        if sha256 is None:
+            return PerceptualFeatures(self.encoder(cache, run_name, settings, seed))
+        if self.encoder_file is None:
+            raise ValueError(
+                "the study names a perceptual encoder file, but this site has no "
+                "policy.encoders to approve it"
+            )
+        path = self.encoder_file(sha256)
+        return TorchScriptPerceptual(
+            TorchScriptEncoder.load(path, sha256=sha256, device=self.device)
+        )
 
     def evaluate_round(
         self,

@@ -24,6 +24,7 @@ from fedbone.security.site_secret import load_public_key
 
 __all__ = [
     "PolicyRefused",
+    "approved_encoder_path",
     "check_histogram_bins",
     "check_release_provenance",
     "require_noisy_statistics",
@@ -110,10 +111,29 @@ def resolve_encoder(site: SiteConfig, gan: GanSettings) -> GanSettings:
     """
     if gan.encoder != "torchscript":
         return replace(gan, encoder_path=None)
-    wanted = str(gan.encoder_sha256 or "").lower()
+    path = approved_encoder_path(site, str(gan.encoder_sha256 or ""))
+    return replace(gan, encoder_path=str(path))
+
+
+def approved_encoder_path(site: SiteConfig, sha256: str) -> Path:
+    """Return the file of ``policy.encoders`` whose sha256 the study named.
+
+    Parameters
+    ----------
+    site
+        The site's config.
+    sha256
+        The digest the study sent (the only way a study names an encoder).
+
+    Raises
+    ------
+    PolicyRefused
+        ``encoder-not-approved`` when no listed file has that sha256.
+    """
+    wanted = sha256.lower()
     for path in site.policy.encoders:
         if path.is_file() and _sha256(path) == wanted:
-            return replace(gan, encoder_path=str(path))
+            return path
     raise _refuse(
         site,
         "encoder-not-approved",

@@ -63,6 +63,7 @@ from fedbone.privacy.ledger import PrivacyLedger
 from fedbone.privacy.site_spending import open_site_ledger, refuse_without_dp
 from fedbone.security.site_secret import SiteSecret, open_site_secret
 from fedbone.site.policy import (
+    approved_encoder_path,
     check_histogram_bins,
     check_release_provenance,
     require_noisy_statistics,
@@ -195,6 +196,7 @@ class Site:
             min_class=max(
                 privacy.small_cell_threshold, self.config.policy.min_patients_per_class
             ),
+            encoder_file=lambda sha256: approved_encoder_path(self.config, sha256),
         )
 
     def enhance_evaluate(

@@ -387,3 +387,69 @@ def test_real_pairs_join_the_training_pairs_only_when_asked(
     # Assert: three thinned levels of every training scan, plus the real 2x
     # acquisitions of those scans when asked
     assert seen["pairs"] == levels * n_train
+
+
+def _scripted_encoder(path: Path) -> str:
+    """Save a tiny TorchScript feature network; return its sha256."""
+    from fedbone.models.weights import file_sha256
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
+    )
+    torch.jit.save(torch.jit.script(network), str(path))
+    return file_sha256(path)
+
+
+def test_a_site_approved_torchscript_file_gives_the_perceptual_loss(
+    site: tuple[SiteCache, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the study names the file by sha256; the site lists the file
+    from fedbone.enhance.perceptual import TorchScriptPerceptual
+
+    sha256 = _scripted_encoder(tmp_path / "vgg.pt")
+    asked: list[str] = []
+
+    def approved(wanted: str) -> Path:
+        asked.append(wanted)
+        return tmp_path / "vgg.pt"
+
+    used: dict[str, object] = {}
+
+    def capture(spec, arrays, inputs, targets, *, perceptual, **kwargs):  # type: ignore[no-untyped-def]
+        used["perceptual"] = perceptual
+        used["features"] = perceptual(torch.from_numpy(inputs[:2, None, :32, :16]))
+        return RoundResult(dict(arrays), {"train-loss": 0.0}, None)
+
+    monkeypatch.setattr("fedbone.enhance.site_enhance.train_enhancer", capture)
+    enhancement = _enhancement(site, tmp_path / "work")
+    enhancement.encoder_file = approved
+    settings = dataclasses.replace(SETTINGS, perceptual_encoder_sha256=sha256)
+
+    # Execute
+    _train(enhancement, site[0], "rrdbnet", settings=settings)
+
+    # Assert
+    assert asked == [sha256]
+    assert isinstance(used["perceptual"], TorchScriptPerceptual)
+    (features,) = used["features"]  # type: ignore[misc]
+    assert features.shape == (2, 16)
+
+
+def test_a_perceptual_file_the_site_did_not_list_is_refused(
+    site: tuple[SiteCache, Path], tmp_path: Path
+) -> None:
+    # Prepare: a site whose policy lists another file
+    from fedbone.errors import Problem
+    from fedbone.site.policy import PolicyRefused
+
+    def refuse(wanted: str) -> Path:
+        raise PolicyRefused("site B", [Problem("encoder-not-approved", wanted)])
+
+    enhancement = _enhancement(site, tmp_path / "work")
+    enhancement.encoder_file = refuse
+    settings = dataclasses.replace(SETTINGS, perceptual_encoder_sha256="a" * 64)
+
+    # Execute, Assert: refused before any training
+    with pytest.raises(PolicyRefused, match="encoder-not-approved"):
+        _train(enhancement, site[0], "rrdbnet", settings=settings)
