@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
-import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -56,7 +53,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_benchmarks import machine
+from gpu_benchmarks import machine, write_results
+from gpu_measurements import peak_gib, reset_peak, synchronize
 
 from fedbone.classifier.runtime import resolve_device, torch_threads
 from fedbone.config.enhance import EnhanceSettings
@@ -187,24 +185,6 @@ def profile_sizes(profile: str) -> SpeedSizes:
     )
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device: torch.device) -> None:
-    gc.collect()  # the previous method's networks and optimisers
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_gib(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-
-
 def noise_canvases(n: int, height: int, width: int, seed: int) -> np.ndarray:
     """Return ``(n, height, width)`` float32 noise in [0, 1]."""
     return np.random.default_rng(seed).random((n, height, width), dtype=np.float32)
@@ -263,7 +243,7 @@ def measure_method(
     def train(steps: int) -> float:
         """Seconds of the step loop of one ``steps``-step round."""
         training = dataclasses.replace(sizes.training, steps_per_epoch=steps)
-        _synchronize(device)
+        synchronize(device)
         result = train_enhancer(
             spec,
             arrays,
@@ -274,10 +254,10 @@ def measure_method(
             seed=0,
             device=str(device),
         )
-        _synchronize(device)
+        synchronize(device)
         return result.metrics["seconds"]
 
-    _reset_peak(device)
+    reset_peak(device)
     warmup_step_s = train(sizes.warmup_steps) / sizes.warmup_steps
     figures["warmup_step_s"] = round(warmup_step_s, 4)
     # Half of what is left for the timed training, the rest for inference.
@@ -291,20 +271,20 @@ def measure_method(
     figures["train_step_s"] = round(train_s / steps, 4)
     figures["train_patches_per_s"] = round(patches_per_s, 2)
     figures["train_images_per_s"] = round(patches_per_s * sizes.patch_share, 3)
-    figures["train_peak_gib"] = _peak_gib(device)
+    figures["train_peak_gib"] = peak_gib(device)
 
-    _reset_peak(device)
+    reset_peak(device)
     scans = noise_canvases(
         max(sizes.inference_images, INFERENCE_BATCH), sizes.height, sizes.width, 3
     )
 
     def infer(count: int) -> float:
-        _synchronize(device)
+        synchronize(device)
         call_started = time.perf_counter()
         enhance(
             spec, arrays, scans[:count], batch_size=INFERENCE_BATCH, device=str(device)
         )
-        _synchronize(device)
+        synchronize(device)
         return time.perf_counter() - call_started
 
     warm = min(INFERENCE_BATCH, sizes.inference_images)
@@ -314,7 +294,7 @@ def measure_method(
     infer_s = infer(count)
     figures["inference_images"] = count
     figures["inference_images_per_s"] = round(count / infer_s, 2)
-    figures["inference_peak_gib"] = _peak_gib(device)
+    figures["inference_peak_gib"] = peak_gib(device)
 
 
 def run(
@@ -430,21 +410,6 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(
-    result: dict[str, Any], folder: Path, stem: str, out: str | None
-) -> list[Path]:
-    """Write ``<stem>.json`` and ``.md`` to ``folder`` (and copy them to ``out``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{stem}.json", folder / f"{stem}.md"]
-    paths[0].write_text(json.dumps(result, indent=2) + "\n")
-    paths[1].write_text(render_markdown(result))
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        for path in paths:
-            shutil.copy(path, Path(out) / path.name)
-    return paths
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -481,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.results_dir or BENCH / "results"
 
     def write(result: dict[str, Any]) -> None:
-        write_results(result, folder, args.stem, args.out)
+        write_results(result, folder, args.stem, args.out, render_markdown)
 
     # One thread at toy size: spinning threads swamp tiny kernels.
     threads = 1 if args.profile == "smoke" and args.threads is None else args.threads

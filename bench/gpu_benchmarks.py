@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -282,13 +283,20 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def write_results(
-    result: dict[str, Any], folder: Path, stem: str, out: str | None
+    result: dict[str, Any],
+    folder: Path,
+    stem: str,
+    out: str | None,
+    render: Callable[[dict[str, Any]], str] | None = None,
 ) -> list[Path]:
-    """Write ``<stem>.json`` and ``.md`` to ``folder`` (and copy them to ``out``)."""
+    """Write ``<stem>.json`` and ``.md`` to ``folder`` (and copy them to ``out``).
+
+    ``render`` turns the result into the Markdown (default: this check's).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.json", folder / f"{stem}.md"]
     paths[0].write_text(json.dumps(result, indent=2) + "\n")
-    paths[1].write_text(render_markdown(result))
+    paths[1].write_text((render or render_markdown)(result))
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         for path in paths:

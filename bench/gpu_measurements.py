@@ -170,19 +170,19 @@ def _classifier_spec(study: StudyConfig) -> ClassifierSpec:
     )
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _reset_peak(device: torch.device) -> None:
+def reset_peak(device: torch.device) -> None:
     gc.collect()  # the previous loop's model and optimiser
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak_gib(device: torch.device) -> float | None:
+def peak_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
@@ -243,10 +243,10 @@ def _timed_steps(
 ) -> float:
     """Run ``warmup`` untimed steps, then time the rest of ``order``; return s."""
     step(order[: warmup * batch])
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     step(order[warmup * batch :])
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - started
 
 
@@ -340,10 +340,10 @@ def measure_classifier(sizes: CheckSizes, budget_s: float, figures: Figures) -> 
         "bare_bf16": lambda: _bare_loop(sizes, data, device, order, torch.bfloat16),
     }
     for name, loop in loops.items():
-        _reset_peak(device)
+        reset_peak(device)
         seconds = loop()
         figures[f"{name}_images_per_s"] = round(timed_images / seconds, 2)
-        figures[f"{name}_peak_gib"] = _peak_gib(device)
+        figures[f"{name}peak_gib"] = peak_gib(device)
     figures["project_over_bare_fp16"] = round(
         figures["project_fp16_images_per_s"] / figures["bare_fp16_images_per_s"], 3
     )
@@ -374,10 +374,10 @@ def measure_gan(sizes: CheckSizes, budget_s: float, figures: Figures) -> None:
     batch = sizes.gan.batch_size
     images = uniform_images(8 * batch, sizes.height, sizes.width, device, seed=1)
     labels = np.arange(len(images)) % trainer.spec.n_classes
-    _reset_peak(device)
+    reset_peak(device)
     warm_started = time.perf_counter()
     trainer.train(images, labels, steps=sizes.gan_warmup)
-    _synchronize(device)
+    synchronize(device)
     step_s = (time.perf_counter() - warm_started) / sizes.gan_warmup
     figures["warmup_step_s"] = round(step_s, 4)
     interval = trainer.train_spec.r1_interval
@@ -386,20 +386,20 @@ def measure_gan(sizes: CheckSizes, budget_s: float, figures: Figures) -> None:
     steps = max(min(sizes.gan_steps, affordable), min(sizes.gan_steps, interval))
     timed_started = time.perf_counter()
     trainer.train(images, labels, steps=steps)
-    _synchronize(device)
+    synchronize(device)
     train_s = time.perf_counter() - timed_started
     figures["train_kimg_per_s"] = round(steps * batch / 1000 / train_s, 4)
     figures["train_images_per_s"] = round(steps * batch / train_s, 2)
     figures["train_step_s"] = round(train_s / steps, 4)
     figures["timed_steps"] = steps
     figures["r1_interval"] = interval
-    figures["train_peak_gib"] = _peak_gib(device)
+    figures["train_peak_gib"] = peak_gib(device)
     wanted = np.arange(sizes.gan_generate) % trainer.spec.n_classes
     trainer.generate(wanted[:batch], seed=0)
-    _synchronize(device)
+    synchronize(device)
     generate_started = time.perf_counter()
     trainer.generate(wanted, seed=1)
-    _synchronize(device)
+    synchronize(device)
     generate_s = time.perf_counter() - generate_started
     figures["generate_images_per_s"] = round(sizes.gan_generate / generate_s, 2)
 

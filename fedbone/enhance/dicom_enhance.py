@@ -45,7 +45,7 @@ from fedbone.enhance.derived_series import (
     save_atomically,
 )
 from fedbone.enhance.errors import EnhanceError
-from fedbone.enhance.inference import SPEED_TOLERANCE, enhance_counts
+from fedbone.enhance.inference import enhance_counts, speed_problems
 from fedbone.enhance.model_file import EnhancerModel
 from fedbone.errors import Problem, ProblemsError
 
@@ -124,19 +124,7 @@ def _setting_problems(
     The speed bound is the one :func:`enhance_counts` enforces (it checks
     again), checked here so a folder is refused once, not file by file.
     """
-    problems = []
-    low = min(model.speeds) / SPEED_TOLERANCE
-    high = max(model.speeds) * SPEED_TOLERANCE
-    if not low <= speed <= high:
-        problems.append(
-            Problem(
-                "speed-out-of-range",
-                f"speed {speed:g}; this enhancer was trained for speeds "
-                f"{', '.join(f'{s:g}' for s in model.speeds)} and serves "
-                f"{low:.3g} to {high:.3g}; use an enhancer trained for this speed",
-                "speed",
-            )
-        )
+    problems = speed_problems(model, speed)
     if not _SHA256.match(model_sha256):
         problems.append(
             Problem(

@@ -23,7 +23,12 @@ from fedbone.models.enhancers import EnhancerSpec, build_enhancer, generator_arr
 from fedbone.models.errors import ModelError
 from fedbone.models.parameters import load_arrays
 
-__all__ = ["SPEED_TOLERANCE", "enhance", "enhance_counts"]
+__all__ = [
+    "SPEED_TOLERANCE",
+    "enhance",
+    "enhance_counts",
+    "speed_problems",
+]
 
 #: A model serves speeds from ``min(speeds) / 1.25`` to ``max(speeds) * 1.25``.
 SPEED_TOLERANCE = 1.25
@@ -106,6 +111,26 @@ def enhance(
     return outputs
 
 
+def speed_problems(model: EnhancerModel, speed: float) -> list[Problem]:
+    """Return ``speed-out-of-range`` unless ``model`` serves ``speed``.
+
+    It serves ``[min(speeds) / SPEED_TOLERANCE, max(speeds) * SPEED_TOLERANCE]``.
+    """
+    low = min(model.speeds) / SPEED_TOLERANCE
+    high = max(model.speeds) * SPEED_TOLERANCE
+    if low <= speed <= high:
+        return []
+    return [
+        Problem(
+            "speed-out-of-range",
+            f"speed {speed:g}; this enhancer was trained for speeds "
+            f"{', '.join(f'{s:g}' for s in model.speeds)} and serves "
+            f"{low:.3g} to {high:.3g}; use an enhancer trained for this speed",
+            "speed",
+        )
+    ]
+
+
 def enhance_counts(
     model: EnhancerModel, fast_counts: np.ndarray, speed: float
 ) -> np.ndarray:
@@ -140,19 +165,7 @@ def enhance_counts(
         whose sides are not multiples of 4, or an empty or non-finite image.
     """
     counts = np.asarray(fast_counts, dtype=np.float32)
-    problems = []
-    low = min(model.speeds) / SPEED_TOLERANCE
-    high = max(model.speeds) * SPEED_TOLERANCE
-    if not low <= speed <= high:
-        problems.append(
-            Problem(
-                "speed-out-of-range",
-                f"speed {speed:g}; this model was trained for speeds "
-                f"{', '.join(f'{s:g}' for s in model.speeds)} and serves "
-                f"{low:.3g} to {high:.3g}; use a model trained for this speed",
-                "speed",
-            )
-        )
+    problems = speed_problems(model, speed)
     if counts.ndim != 2:
         problems.append(
             Problem(
