@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +45,7 @@ __all__ = [
     "evaluate_split",
     "labelled_rows",
     "predict",
+    "predict_images",
     "read_batch",
     "resolve_device",
     "seed_everything",
@@ -198,7 +199,7 @@ def labelled_rows(
 
 def _logits(
     model: nn.Module,
-    cache: TrainingImages,
+    read: Callable[[np.ndarray], torch.Tensor],
     positions: np.ndarray,
     batch_size: int,
     device: torch.device,
@@ -212,7 +213,7 @@ def _logits(
         torch.autocast(device.type, dtype=torch.float16, enabled=amp),
     ):
         for chunk in iter_batches(positions, batch_size):
-            images = to_model_input(read_batch(cache, chunk), channels)
+            images = to_model_input(read(chunk), channels)
             outputs.append(model(images.to(device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.zeros(0)
 
@@ -246,7 +247,51 @@ def predict(
     target = resolve_device(device)
     model.to(target)
     positions = np.asarray(indices, dtype=np.int64)
-    logits = _logits(model, cache, positions, batch_size, target, target.type == "cuda")
+    logits = _logits(
+        model,
+        lambda chunk: read_batch(cache, chunk),
+        positions,
+        batch_size,
+        target,
+        target.type == "cuda",
+    )
+    return torch.sigmoid(logits).double().numpy()
+
+
+def predict_images(
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+) -> np.ndarray:
+    """Return the model's probability for each of ``(N, H, W)`` canvases in [0, 1].
+
+    As :func:`predict`, for images held in memory (enhanced scans, synthetic
+    images) rather than rows of a cache.
+
+    Parameters
+    ----------
+    model
+        A classifier mapping ``(B, C, H, W)`` to ``(B,)`` logits.
+    images
+        The canvases, in the order wanted back.
+    batch_size
+        Images per forward pass.
+    device
+        ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+    target = resolve_device(device)
+    model.to(target)
+    pixels = np.asarray(images, dtype=np.float32)
+    logits = _logits(
+        model,
+        lambda chunk: torch.from_numpy(np.ascontiguousarray(pixels[chunk])),
+        np.arange(len(pixels)),
+        batch_size,
+        target,
+        target.type == "cuda",
+    )
     return torch.sigmoid(logits).double().numpy()
 
 
@@ -261,7 +306,14 @@ def _validation(
     positions, labels = data
     if len(positions) == 0:
         return None, None
-    logits = _logits(model, cache, positions, batch_size, device, amp)
+    logits = _logits(
+        model,
+        lambda chunk: read_batch(cache, chunk),
+        positions,
+        batch_size,
+        device,
+        amp,
+    )
     targets = torch.from_numpy(labels).float()
     loss = float(functional.binary_cross_entropy_with_logits(logits, targets))
     both_classes = len(np.unique(labels)) == 2

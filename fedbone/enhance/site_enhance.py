@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedbone.classifier.local import predict_images
 from fedbone.classifier.rounds import RoundResult
-from fedbone.classifier.runtime import input_channels, to_model_input
 from fedbone.config.enhance import EnhanceSettings
 from fedbone.data.cache import SiteCache
 from fedbone.enhance.agreement import AgreementSums, focus_counts, hottest_focus
@@ -133,15 +133,7 @@ def _classifier_scores(
 ) -> np.ndarray:
     model = build_classifier(spec)
     load_arrays(model, arrays)
-    model.eval()
-    channels = input_channels(model)
-    scores = []
-    with torch.no_grad():
-        for start in range(0, len(images), 32):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + 32]))
-            logits = model(to_model_input(batch, channels)).reshape(-1)
-            scores.append(torch.sigmoid(logits).double().numpy())
-    return np.concatenate(scores) if scores else np.zeros(0)
+    return predict_images(model, images, device="cpu")
 
 
 def _round_seed(seed: int, site_id: str, arrays: Mapping[str, np.ndarray]) -> int:

@@ -18,10 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from fedbone.classifier.local import labelled_rows
-from fedbone.classifier.runtime import input_channels, to_model_input
+from fedbone.classifier.local import labelled_rows, predict_images
 from fedbone.data.cache import SiteCache
 from fedbone.explain.gradcam import gradcam_maps
 from fedbone.models import ClassifierSpec, build_classifier
@@ -76,12 +74,9 @@ def write_site_overlays(
     rows, labels = rows[order], labels[order]
     model = build_classifier(spec)
     load_arrays(model, arrays)
-    model.eval()
     images = np.asarray(cache.images[np.sort(rows)], dtype=np.float32)
     images = images[np.argsort(np.argsort(rows))]  # back to the chosen order
-    with torch.no_grad():
-        logits = model(to_model_input(torch.from_numpy(images), input_channels(model)))
-    probabilities = torch.sigmoid(logits.reshape(-1)).numpy()
+    probabilities = predict_images(model, images, device="cpu")
     maps = gradcam_maps(model, images)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

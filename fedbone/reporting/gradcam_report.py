@@ -16,9 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from fedbone.classifier.runtime import input_channels, to_model_input
+from fedbone.classifier.local import predict_images
 from fedbone.classifier.synthetic_mix import SyntheticSet
 from fedbone.explain.gradcam import gradcam_maps
 from fedbone.models import ClassifierSpec, build_classifier
@@ -67,10 +66,7 @@ def write_synthetic_gradcam(
     labels = _positive(class_ids[np.sort(chosen)], task)
     model = build_classifier(spec)
     load_arrays(model, arrays)
-    model.eval()
-    with torch.no_grad():
-        logits = model(to_model_input(torch.from_numpy(images), input_channels(model)))
-    probabilities = torch.sigmoid(logits.reshape(-1)).numpy()
+    probabilities = predict_images(model, images, device="cpu")
     maps = gradcam_maps(model, images)
     fig, axes = plt.subplots(1, len(images), figsize=(1.3 * len(images), 4.2))
     for ax, image, cam, p, label in zip(
