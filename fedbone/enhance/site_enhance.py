@@ -40,6 +40,7 @@ from fedbone.classifier.local import predict_images
 from fedbone.classifier.rounds import RoundResult
 from fedbone.config.enhance import EnhanceSettings
 from fedbone.data.cache import SiteCache
+from fedbone.data.preprocess import normalise_to_unit_range
 from fedbone.enhance.agreement import AgreementSums, focus_counts, hottest_focus
 from fedbone.enhance.gaussian import fit_gaussian_sigma, gaussian_enhance
 from fedbone.enhance.inference import enhance
@@ -121,11 +122,8 @@ def reference_name(level: str) -> str:
 
 
 def _normalise(counts: np.ndarray, percentile: float) -> np.ndarray:
-    """Each image on the classifier's canvas scale (its own level, clipped)."""
-    out = np.empty(counts.shape, dtype=np.float32)
-    for i, image in enumerate(counts):
-        out[i] = np.clip(image / np.float32(intensity_level(image, percentile)), 0, 1)
-    return out
+    """Each image on the classifier's canvas scale, by preprocessing's own rule."""
+    return np.stack([normalise_to_unit_range(image, percentile) for image in counts])
 
 
 def _classifier_scores(
