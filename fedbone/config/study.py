@@ -48,6 +48,7 @@ from fedbone.safe_names import is_safe_name
 
 __all__ = [
     "PHASES",
+    "CrossValidationSettings",
     "ModelSettings",
     "SimulationSettings",
     "StrategyName",
@@ -138,6 +139,22 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class CrossValidationSettings:
+    """Haberl et al.'s cross-validated ensemble, trained in phase ``train``.
+
+    ``folds`` federated models (``cv-1`` .. ``cv-k``), model ``j`` trained on
+    every site's development data but fold ``j`` (by patient, stratified) and
+    stopped on the sites' held-out folds; validated as one model,
+    ``cv-ensemble`` (majority vote; mean probability for the ROC).
+    ``folds: 0`` trains no ensemble.
+    """
+
+    folds: int = whole(0, 0, 20)
+    early_stopping_rounds: int = whole(3, 1, 1000)
+    """Rounds without a lower held-out loss before a fold model stops."""
+
+
+@dataclass(frozen=True)
 class ValidationSettings:
     """Shared external validation at the end of the study."""
 
@@ -184,6 +201,9 @@ class StudyConfig:
     model: ModelSettings = field(default_factory=ModelSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    cross_validation: CrossValidationSettings = field(
+        default_factory=CrossValidationSettings
+    )
     gan: GanSettings = field(default_factory=GanSettings)
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
     synthetic_training: SyntheticTrainingSettings = field(
@@ -209,7 +229,15 @@ class StudyConfig:
 
 
 _STUDY_KEYS = {
-    "": {"study", "model", "training", "validation", "simulation", "output"}
+    "": {
+        "study",
+        "model",
+        "training",
+        "validation",
+        "cross_validation",
+        "simulation",
+        "output",
+    }
     | set(SYNTHETIC_SECTIONS)
     | {"dp", "outcomes"}
     | set(ENHANCE_SECTIONS),
@@ -220,6 +248,7 @@ _STUDY_KEYS = {
     "model": setting_keys(ModelSettings),
     "training": setting_keys(TrainingSettings),
     "validation": setting_keys(ValidationSettings),
+    "cross_validation": setting_keys(CrossValidationSettings),
     "simulation": setting_keys(SimulationSettings),
     "output": {"runs_dir"},
     "outcomes": setting_keys(OutcomeSettings),
@@ -274,6 +303,23 @@ def _read_simulation(
     # only sites of the simulated federation can have follow-up
     outcome_sites = c.subset(s, "simulation.outcome_sites", settings.sites, ())
     return replace(settings, outcome_sites=outcome_sites)
+
+
+def _read_cross_validation(
+    c: SettingsCollector, raw: Mapping[str, Any]
+) -> CrossValidationSettings:
+    settings = c.settings(
+        c.section(raw, "cross_validation"),
+        "cross_validation",
+        CrossValidationSettings,
+    )
+    if settings.folds == 1:
+        c.add(
+            "invalid-value",
+            "cross_validation.folds",
+            "one fold leaves nothing to train on; use 0 (no ensemble) or 2-20",
+        )
+    return settings
 
 
 def _check_phases(c: SettingsCollector, phases: tuple[str, ...]) -> None:
@@ -347,6 +393,7 @@ def study_config_from_mapping(
         validation=c.settings(
             c.section(raw, "validation"), "validation", ValidationSettings
         ),
+        cross_validation=_read_cross_validation(c, raw),
         gan=read_gan(c, raw),
         synthesis=read_synthesis(c, raw),
         synthetic_training=read_synthetic_training(c, raw),
@@ -358,6 +405,13 @@ def study_config_from_mapping(
         source=source,
     )
     _check_phases(c, config.phases)
+    if config.outcomes.model == "cv-ensemble":
+        c.add(
+            "invalid-value",
+            "outcomes.model",
+            "outcomes groups patients by one model's calls; the ensemble's "
+            "vote is not available there yet: use federated",
+        )
     ConfigError.raise_if_any(subject, c.problems)
     return config
 

@@ -35,6 +35,7 @@ from fedbone.federation.study_messages import (
     dp_round_from,
     dp_statistics_from,
     enhance_settings_from,
+    fold_from,
     gan_settings_from,
     local_state_from,
     models_from,
@@ -183,6 +184,7 @@ def train_request(message: Message, context: Context) -> TrainRequest:
         synthetic_ratio=config_float(config, "synthetic-ratio", 0.0),
         synthetic_only=config_bool(config, "synthetic-only", False),
         seed=config_int(config, "seed", 0),
+        fold=fold_from(config),
     )
 
 
@@ -208,6 +210,7 @@ def evaluate_request(message: Message, context: Context) -> EvaluateRequest:
         classifier=classifier_spec_from(config),
         fedbn=config_bool(config, "fedbn", False),
         local_state=local_state_from(context),
+        fold=fold_from(config),
     )
 
 

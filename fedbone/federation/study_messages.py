@@ -26,6 +26,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
 
 from fedbone.classifier.augment import AugmentSpec
+from fedbone.classifier.folds import MAX_MEMBERS
 from fedbone.classifier.local import TrainSpec
 from fedbone.classifier.rounds import DpRoundSpec
 from fedbone.classifier.sampling import Sampling
@@ -37,6 +38,7 @@ from fedbone.errors import Problem, ProblemsError
 from fedbone.federation.kinds import MODEL_RECORD_PREFIX
 from fedbone.federation.records import arrays_to_record, record_to_arrays
 from fedbone.models import Architecture, ClassifierSpec, Norm
+from fedbone.site.requests import FoldRequest
 from fedbone.validation.histograms import ScoreHistograms
 from fedbone.validation.private import DpStatisticsSpec
 
@@ -59,6 +61,7 @@ __all__ = [
     "dp_statistics_from",
     "enhance_settings_from",
     "enhance_settings_json",
+    "fold_from",
     "gan_settings_from",
     "local_state_from",
     "local_state_to",
@@ -353,6 +356,34 @@ def local_state_to(context: Context, arrays: dict[str, np.ndarray] | None) -> No
     """Keep (or, with ``None``, leave unchanged) the site's FedBN layers."""
     if arrays is not None:
         context.state[_LOCAL_STATE] = arrays_to_record(arrays)
+
+
+def fold_from(config: ConfigRecord) -> FoldRequest | None:
+    """Return the cross-validation fold a classifier round holds out, if any.
+
+    ``cv-folds`` of 2 to :data:`~fedbone.classifier.folds.MAX_MEMBERS` (more
+    is refused: a site scores nothing for an unbounded ensemble); the site
+    checks ``cv-fold`` and its own small-cell rule when it builds the fold.
+    """
+    folds = config_int(config, "cv-folds", 0)
+    if folds == 0:
+        return None
+    if not 2 <= folds <= MAX_MEMBERS:
+        raise StudyMessageError(
+            "cv-folds",
+            [
+                Problem(
+                    "bad-folds",
+                    f"{folds} folds; ask for 2 to {MAX_MEMBERS}",
+                    "cv-folds",
+                )
+            ],
+        )
+    return FoldRequest(
+        fold=config_int(config, "cv-fold"),
+        folds=folds,
+        seed=config_int(config, "seed", 0),
+    )
 
 
 def dp_round_from(config: ConfigRecord) -> DpRoundSpec | None:

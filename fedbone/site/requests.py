@@ -33,6 +33,7 @@ __all__ = [
     "EnhanceTrainRequest",
     "EnhanceValidateRequest",
     "EvaluateRequest",
+    "FoldRequest",
     "GanEvaluateRequest",
     "GanRequest",
     "OutcomesRequest",
@@ -47,6 +48,19 @@ __all__ = [
 
 Arrays = Mapping[str, np.ndarray]
 """A model's (or a payload's) arrays by name."""
+
+
+@dataclass(frozen=True)
+class FoldRequest:
+    """Train or score with one cross-validation fold held out (an ensemble's model).
+
+    ``fold`` of ``folds`` (by patient, stratified by the task's label, seeded
+    by ``seed``) becomes the validation split; the other folds train.
+    """
+
+    fold: int
+    folds: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class ClassifierTrainRequest:
     synthetic_ratio: float
     synthetic_only: bool
     seed: int
+    fold: FoldRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ class ClassifierEvaluateRequest:
     classifier: ClassifierSpec
     fedbn: bool
     local_state: dict[str, np.ndarray] | None
+    fold: FoldRequest | None = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
+from fedbone.classifier.errors import TrainingError
+from fedbone.classifier.folds import FoldView
 from fedbone.classifier.rounds import (
     Arrays,
     RoundResult,
@@ -29,12 +31,13 @@ from fedbone.classifier.rounds import (
     train_round,
     train_round_dp,
 )
-from fedbone.classifier.runtime import torch_threads
+from fedbone.classifier.runtime import TrainingImages, torch_threads
 from fedbone.config.privacy import DpPhaseSettings
 from fedbone.config.site import SiteConfig
 from fedbone.data.cache import META_FILE, SiteCache
 from fedbone.data.census import SiteCensus, take_census
 from fedbone.enhance.site_enhance import SiteEnhancement
+from fedbone.errors import Problem
 from fedbone.generative.audit.cross_audit import CrossAudit, cross_audit_at_site
 from fedbone.generative.federated_gan import (
     evaluate_federated_gan,
@@ -77,6 +80,7 @@ from fedbone.site.requests import (
     EnhanceTrainRequest,
     EnhanceValidateRequest,
     EvaluateRequest,
+    FoldRequest,
     GanEvaluateRequest,
     GanRequest,
     OutcomesRequest,
@@ -273,15 +277,29 @@ class Site:
             )
         if request.dp is None:
             refuse_without_dp(self.config)
-        cache = mixed_training_view(
-            self.cache,
-            request.task,
-            ratio=request.synthetic_ratio,
-            synthetic_only=request.synthetic_only,
-            work_dir=self.work_dir,
-            run_name=request.run_name,
-            seed=request.seed,
-        )
+        if request.fold is not None:
+            if request.synthetic_ratio or request.synthetic_only:
+                raise TrainingError(
+                    "cross-validation fold",
+                    [
+                        Problem(
+                            "fold-with-synthetic",
+                            "a fold model trains on the site's real scans only; "
+                            "do not mix synthetic images into an ensemble",
+                        )
+                    ],
+                )
+            cache: TrainingImages = self.fold_view(request.task, request.fold)
+        else:
+            cache = mixed_training_view(
+                self.cache,
+                request.task,
+                ratio=request.synthetic_ratio,
+                synthetic_only=request.synthetic_only,
+                work_dir=self.work_dir,
+                run_name=request.run_name,
+                seed=request.seed,
+            )
         if request.dp is not None:
             return train_round_dp(
                 cache,
@@ -302,6 +320,26 @@ class Site:
             arrays,
             fedbn=request.fedbn,
             local_state=request.local_state,
+        )
+
+    def fold_view(self, task: str, fold: FoldRequest) -> FoldView:
+        """Return the site's scans with one cross-validation fold held out as ``val``.
+
+        Folds smaller than the site's small-cell rule (or
+        ``policy.min_patients_per_class``, if larger) are refused.
+        """
+        cache = self.cache
+        return FoldView(
+            cache,
+            [record.patient_id for record in cache.index],
+            task,
+            fold=fold.fold,
+            folds=fold.folds,
+            seed=fold.seed,
+            min_patients=max(
+                self.config.privacy.small_cell_threshold,
+                self.config.policy.min_patients_per_class,
+            ),
         )
 
     def _gan_ledger(self, dp: DpPhaseSettings | None) -> PrivacyLedger | None:
@@ -360,8 +398,11 @@ class Site:
                     device=self.device,
                 )
             return {**fidelity}
+        cache: TrainingImages = self.cache
+        if request.fold is not None:
+            cache = self.fold_view(request.task, request.fold)
         return evaluate_round(
-            self.cache,
+            cache,
             request.task,
             request.classifier,
             arrays,

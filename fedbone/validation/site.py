@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from fedbone.classifier.folds import ensemble_scores, is_ensemble, unpack_ensemble
 from fedbone.classifier.local import labelled_rows, predict
 from fedbone.data.cache import SiteCache
 from fedbone.models import ClassifierSpec, build_classifier
@@ -22,9 +24,72 @@ from fedbone.validation.histograms import ScoreHistograms, score_histograms
 from fedbone.validation.metrics import binary_metrics
 from fedbone.validation.pooled_roc import paired_component_sums
 
-__all__ = ["paired_components", "score_models", "validate_models"]
+__all__ = [
+    "ScoredModels",
+    "paired_components",
+    "score_models",
+    "score_models_with_members",
+    "validate_models",
+]
 
 Arrays = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ScoredModels:
+    """Every model's probability for each scored scan.
+
+    Parameters
+    ----------
+    labels
+        The scored scans' 0/1 labels.
+    scores
+        Probability per scan by model name; an ensemble's is its members'
+        mean probability (its ROC score).
+    members
+        For each ensemble, its members' probabilities ``(models, scans)``;
+        its calls are their majority vote.
+    """
+
+    labels: np.ndarray
+    scores: dict[str, np.ndarray]
+    members: dict[str, np.ndarray]
+
+
+def score_models_with_members(
+    cache: SiteCache,
+    task: str,
+    spec: ClassifierSpec,
+    models: Mapping[str, Arrays],
+    split: str,
+) -> ScoredModels:
+    """Score every model; an ensemble (one record of fold models) by each member.
+
+    Parameters are those of :func:`score_models`.
+
+    Raises
+    ------
+    TrainingError
+        For an ensemble record that is not ``member-<j>.<key>`` arrays of at
+        most :data:`~fedbone.classifier.folds.MAX_MEMBERS` models.
+    """
+    rows, labels = labelled_rows(cache, task, split)
+    scores: dict[str, np.ndarray] = {}
+    members: dict[str, np.ndarray] = {}
+
+    def probabilities(arrays: Arrays) -> np.ndarray:
+        model = build_classifier(spec)
+        load_arrays(model, arrays)
+        return predict(model, cache, rows)
+
+    for name, arrays in models.items():
+        if is_ensemble(dict(arrays)):
+            each = np.stack([probabilities(m) for m in unpack_ensemble(dict(arrays))])
+            members[name] = each
+            scores[name] = ensemble_scores(each).mean_probability
+        else:
+            scores[name] = probabilities(arrays)
+    return ScoredModels(labels.astype(np.int64), scores, members)
 
 
 def score_models(
@@ -35,6 +100,9 @@ def score_models(
     split: str,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Return the labels of the scored scans and each model's probabilities.
+
+    An ensemble (:func:`~fedbone.classifier.folds.pack_ensemble`) scores its
+    members' mean probability.
 
     Parameters
     ----------
@@ -49,14 +117,8 @@ def score_models(
     split
         The split scored (``train``, ``val`` or ``test``).
     """
-    rows, labels = labelled_rows(cache, task, split)
-    labels = labels.astype(np.int64)
-    scores: dict[str, np.ndarray] = {}
-    for name, arrays in models.items():
-        model = build_classifier(spec)
-        load_arrays(model, arrays)
-        scores[name] = predict(model, cache, rows)
-    return labels, scores
+    scored = score_models_with_members(cache, task, spec, models, split)
+    return scored.labels, scored.scores
 
 
 def _nan_if_undefined(value: float) -> float:
@@ -78,7 +140,9 @@ def validate_models(
     """Per-model metrics and histograms, and paired tests, keyed by record name.
 
     Records: ``metrics-<model>`` (n, n-pos, n-neg, AUC, sensitivity and
-    specificity at ``threshold`` with bootstrap 95% CIs), ``histograms-<model>``
+    specificity at ``threshold`` with bootstrap 95% CIs; an ensemble's AUC is
+    of its mean probability, its sensitivity and specificity of its members'
+    majority vote at ``threshold``), ``histograms-<model>``
     (per-class score counts over ``bins`` equal bins of [0, 1]) and
     ``paired-<a>-vs-<b>`` (DeLong test on this site's patients).
 
@@ -105,12 +169,19 @@ def validate_models(
         ``(a, b)`` model names to compare; skipped when the site lacks one of
         the two classes.
     """
-    labels, scores = score_models(cache, task, spec, models, split)
+    scored = score_models_with_members(cache, task, spec, models, split)
+    labels, scores = scored.labels, scored.scores
     records: dict[str, dict[str, float | int | list[int]]] = {}
     for name, model_scores in scores.items():
         m = binary_metrics(
             labels, model_scores, threshold=threshold, n_bootstrap=n_bootstrap
         )
+        calls = m
+        if name in scored.members:
+            vote = ensemble_scores(scored.members[name], threshold=threshold).vote
+            calls = binary_metrics(
+                labels, vote.astype(np.float64), threshold=0.5, n_bootstrap=n_bootstrap
+            )
         values: dict[str, float | int | list[int]] = {
             "n": m.n,
             "n-pos": m.n_positive,
@@ -118,8 +189,8 @@ def validate_models(
         }
         for measure, estimate in (
             ("auc", m.auc),
-            ("sensitivity", m.sensitivity),
-            ("specificity", m.specificity),
+            ("sensitivity", calls.sensitivity),
+            ("specificity", calls.specificity),
         ):
             values[measure] = _nan_if_undefined(estimate.value)
             values[f"{measure}-low"] = _nan_if_undefined(estimate.low)

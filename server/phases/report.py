@@ -99,6 +99,7 @@ def run_report(run: StudyRun) -> None:
             "rejected": list(report.rejected),
             "site_errors": list(report.site_errors),
             "skipped_models": run.results.get("skipped-models", []),
+            "fold_models": run.results.get("fold-models", []),
             "privacy": dict(report.privacy),
             "budget_refusals": list(report.budget_refusals),
             "timings": report.timings,

@@ -5,7 +5,14 @@
   site alone, i.e. that site training by itself through the same framework;
 - ``pooled`` (baseline ``pooled``, simulation only): one model trained
   centrally on the concatenated training data of the train sites, for the
-  same number of epochs — the upper bound federated learning approximates.
+  same number of epochs — the upper bound federated learning approximates;
+- ``cv-ensemble`` (``cross_validation.folds`` k > 0): Haberl et al.'s
+  cross-validated ensemble. Fold model ``cv-j`` is federated training over
+  every train site with each site's fold ``j`` held out; after every round the
+  sites score the new global model on their held-out folds, and the round with
+  the lowest example-weighted loss is kept (training stops
+  ``early_stopping_rounds`` rounds after the last improvement). The k fold
+  models travel and are validated as one model.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 
+from fedbone.classifier.folds import BestRound, pack_ensemble
 from fedbone.classifier.pooled import train_pooled_baseline
 from fedbone.federation.records import (
     array_signature,
@@ -162,12 +170,17 @@ def _record_site_error(
         )
 
 
+class _StoppedEarlyError(Exception):
+    """Raised by the round callback to end a fold model's training."""
+
+
 def _train_over(
     run: StudyRun,
     name: str,
     nodes: list[int],
     start: dict[str, np.ndarray],
     extra: Mapping[str, Any] | None = None,
+    best: BestRound | None = None,
 ) -> dict[str, np.ndarray]:
     if name in run.models:
         logger.info("%s: trained before the restart; kept", name)
@@ -192,38 +205,97 @@ def _train_over(
     )
     if done >= settings.rounds:
         return arrays
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=arrays_to_record(arrays),
-        num_rounds=settings.rounds - done,
-        timeout=settings.round_timeout_s,
-        train_config=train_config(
-            run, extra={**(extra or {}), "model": name, "round-offset": done}
-        ),
-        evaluate_config=run.config("train", {"model": name, "round-offset": done}),
-        evaluate_fn=_checkpoint_each_round(run, name, done),
-    )
+    fold_keys = {k: v for k, v in (extra or {}).items() if k.startswith("cv-")}
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=arrays_to_record(arrays),
+            num_rounds=settings.rounds - done,
+            timeout=settings.round_timeout_s,
+            train_config=train_config(
+                run, extra={**(extra or {}), "model": name, "round-offset": done}
+            ),
+            evaluate_config=run.config(
+                "train",
+                {"model": name, "round-offset": done, "seed": run.study.seed}
+                | fold_keys,
+            ),
+            evaluate_fn=_checkpoint_each_round(run, name, done, best),
+        )
+    except _StoppedEarlyError:
+        result = None
     run.progress.pop(name, None)
     if grid.rejected:
         run.results.setdefault("rejected-updates", []).extend(
             {"model": name, "site": run.site_of(r.node_id), "reason": r.reason}
             for r in grid.rejected
         )
-    if not isinstance(result.arrays, ArrayRecord) or not len(result.arrays):
+    if best is not None:
+        return _best_round(run, name, best)
+    if (
+        result is None
+        or not isinstance(result.arrays, ArrayRecord)
+        or not len(result.arrays)
+    ):
         raise StudyError(f"{name}: no round produced a model (every update failed)")
     return record_to_arrays(result.arrays)
 
 
+def _best_round(run: StudyRun, name: str, best: BestRound) -> dict[str, np.ndarray]:
+    """Return the kept round's model and record which round it was."""
+    if best.best_arrays is None:
+        raise StudyError(
+            f"{name}: no round gave a held-out loss; the sites' folds may be "
+            "too small or every round failed"
+        )
+    logger.info(
+        "%s: kept round %d of %d (held-out loss %.4f)",
+        name,
+        best.best_round,
+        max(best.losses),
+        best.best_loss,
+    )
+    run.results.setdefault("fold-models", []).append(
+        {
+            "model": name,
+            "kept-round": best.best_round,
+            "rounds-run": max(best.losses),
+            "held-out-loss": best.best_loss,
+            "losses": {str(k): v for k, v in sorted(best.losses.items())},
+        }
+    )
+    return best.best_arrays
+
+
 def _checkpoint_each_round(
-    run: StudyRun, name: str, done: int
+    run: StudyRun, name: str, done: int, best: BestRound | None = None
 ) -> Callable[[int, ArrayRecord], None]:
-    """Strategy callback: after every round, checkpoint the global model."""
+    """Strategy callback: after every round, checkpoint the global model.
+
+    With ``best`` (a fold model), the round's held-out losses, which the
+    sites sent in this round's evaluation just before this call, update the
+    early stopping; when it says stop, training ends here.
+    """
 
     def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
         if server_round == 0:  # called once before the first round
             return
-        run.progress[name] = (done + server_round, record_to_arrays(arrays))
+        as_arrays = record_to_arrays(arrays)
+        run.progress[name] = (done + server_round, as_arrays)
         save_checkpoint(run)
+        if best is None:
+            return
+        number = done + server_round
+        losses = [
+            (float(entry.get("val-loss", float("nan"))), int(entry["num-examples"]))
+            for entry in run.rounds
+            if entry["model"] == name
+            and entry["kind"] == "evaluate"
+            and entry["round"] == number
+            and "num-examples" in entry
+        ]
+        if best.update(number, losses, as_arrays):
+            raise _StoppedEarlyError
 
     return checkpoint
 
@@ -253,6 +325,7 @@ def run_train(run: StudyRun) -> None:
             )
             save_checkpoint(run)
     _train_with_synthetic(run, start)
+    _train_cv_ensemble(run, start)
     models_dir = run.run_dir / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
     for name, arrays in run.models.items():
@@ -261,6 +334,43 @@ def run_train(run: StudyRun) -> None:
     if run.study.dp.enabled:
         run.results["privacy"] = privacy_by_site(run.rounds)
         run.write_json("privacy.json", run.results["privacy"])
+
+
+#: The cross-validated ensemble's name; its fold models are ``cv-1`` .. ``cv-k``.
+ENSEMBLE = "cv-ensemble"
+
+
+def _train_cv_ensemble(run: StudyRun, start: dict[str, np.ndarray]) -> None:
+    """Train the k fold models and keep them as one model, ``cv-ensemble``.
+
+    While training, each finished fold model is kept in ``run.models`` (so a
+    restart resumes after it); once all are trained they are packed into the
+    ensemble and leave ``run.models``, so validation scores the ensemble and
+    not its members one by one.
+    """
+    folds = run.study.cross_validation.folds
+    if folds == 0 or ENSEMBLE in run.models:
+        return
+    patience = run.study.cross_validation.early_stopping_rounds
+    names = [f"cv-{j}" for j in range(1, folds + 1)]
+    for j, name in enumerate(names):
+        if name in run.models:
+            continue
+        # a fold model resumes from scratch: the early stopping's best round
+        # is not in the checkpoint
+        run.progress.pop(name, None)
+        run.models[name] = _train_over(
+            run,
+            name,
+            run.train_nodes,
+            start,
+            {"cv-fold": j, "cv-folds": folds},
+            best=BestRound(patience),
+        )
+        save_checkpoint(run)
+        _apply_budget_policy(run)
+    run.models[ENSEMBLE] = pack_ensemble([run.models.pop(name) for name in names])
+    save_checkpoint(run)
 
 
 def _apply_budget_policy(run: StudyRun) -> None:

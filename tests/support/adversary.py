@@ -55,15 +55,17 @@ OUTCOMES = {
 }
 
 
-def write_cohort_cache(folder: Path, n_patients: int = 40, seed: int = 5) -> Path:
-    """A cache of one test scan per patient, half positive, all with follow-up."""
+def write_cohort_cache(
+    folder: Path, n_patients: int = 40, seed: int = 5, split: str = "test"
+) -> Path:
+    """A cache of one ``split`` scan per patient, half positive, all with follow-up."""
     rng = np.random.default_rng(seed)
     writer = CacheWriter(folder / ".partial", n_patients, SPEC.output_shape)
     for row in range(n_patients):
         record = CacheRecord(
             scan_id=f"s{row}",
             patient_id=f"P{row}",
-            split="test",
+            split=split,
             label_bm=row % 2,
             label_ca=None,
             perugini_grade=None,
