@@ -39,7 +39,9 @@ def test_the_study_trains_fold_models_and_validates_their_ensemble(
     folds = {row["model"]: row for row in results["fold_models"]}
     assert set(folds) == {"cv-1", "cv-2"}
     for name, row in folds.items():
-        evaluated = [r for r in rounds if r["model"] == name and r["kind"] == "evaluate"]
+        evaluated = [
+            r for r in rounds if r["model"] == name and r["kind"] == "evaluate"
+        ]
         assert {r["round"] for r in evaluated} == set(range(1, row["rounds-run"] + 1))
         assert 1 <= row["kept-round"] <= row["rounds-run"] <= 3
         assert row["held-out-loss"] == min(row["losses"].values())
