@@ -12,7 +12,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?=
 DEMO_CONFIG ?= configs/simulation.yaml
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install browser demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -30,15 +30,31 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The reader-study page is tested in a real headless browser: Debian's
+# chromium and chromium-driver, installed here when missing and apt-get can
+# (root); elsewhere that one test is skipped and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium and chromium-driver (reader-study browser test)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+	    || echo "could not install chromium: the browser test will be skipped"; \
+	  else \
+	    echo "no chromium: the reader-study browser test will be skipped (apt-get install chromium chromium-driver)"; \
+	  fi; \
+	fi
+
 demo: install
 	$(VENV)/bin/fedbone simulate $(DEMO_CONFIG)
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
 
 # The loop while you work: everything but the tests marked slow (whole studies
 # over real Flower processes); CI runs `make test`.
-test-fast: install
+test-fast: install browser
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

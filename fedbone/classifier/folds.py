@@ -280,6 +280,15 @@ class BestRound:
         """Record a round's ``(val_loss, n_examples)`` per site; True: stop.
 
         A round whose sites sent no finite loss counts as no improvement.
+
+        Parameters
+        ----------
+        round_number
+            The round just finished, counted from 1.
+        site_losses
+            Each site's held-out loss and the number of scans it scored.
+        arrays
+            The round's global model (copied when it is the best so far).
         """
         finite = [(loss, n) for loss, n in site_losses if math.isfinite(loss) and n]
         weight = sum(n for _, n in finite)

@@ -20,6 +20,7 @@ from fedbone.cli.deployment import add_server_parser, add_site_parser
 from fedbone.cli.enhance import add_enhance_parser
 from fedbone.cli.explain import add_explain_parser
 from fedbone.cli.pki import add_pki_parser
+from fedbone.cli.reader_study import add_reader_study_parser
 from fedbone.errors import FedboneError
 
 __all__ = ["build_parser", "main"]
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     add_enhance_parser(sub)
     add_explain_parser(sub)
+    add_reader_study_parser(sub)
     add_pki_parser(sub)
     add_server_parser(sub)
     add_site_parser(sub)

@@ -80,6 +80,7 @@ ARCHITECTURES = (
     "resnet50",
     "efficientnet-b0",
     "small-cnn",
+    "small-cnn-narrow",
     "vgg16",
     "vgg-small",
     "fusion-shared",
@@ -112,6 +113,9 @@ class ModelSettings:
     in_channels: int = whole(1, 1, 2)
     pretrained_weights: str | None = None
     pretrained_sha256: str | None = None
+    pretrain_phantom_epochs: int = whole(0, 0, 1000)
+    """Epochs the centre pretrains the classifier on a phantom cohort of its own
+    before federated training (0: no pretraining). Costs no site's budget."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,9 @@ class SimulationSettings:
     scale: float = number(0.02, 1e-5, 10.0)
     min_scans: int = whole(40, 4, 1_000_000)
     profile: str = one_of("cpu", ("cpu", "paper"))
+    views: str = one_of("anterior", ("anterior", "posterior", "both"))
+    """The views the phantom sites put on their canvas (``both``: side by
+    side, for the two-view and fusion classifiers)."""
     workers: int = whole(2, 1, 64)
     seed: int = whole(0, 0, 2**31)
     cpus_per_site: float = number(1.0, 0.1, 64)
@@ -264,6 +271,12 @@ def _read_model(c: SettingsCollector, raw: Mapping[str, Any]) -> ModelSettings:
             "missing-key",
             "model.pretrained_sha256",
             "pretrained weights need both a local file and its sha256",
+        )
+    if weights and m.get("pretrain_phantom_epochs"):
+        c.add(
+            "invalid-value",
+            "model.pretrain_phantom_epochs",
+            "choose one start: pretrained_weights or phantom pretraining",
         )
     return c.settings(
         m,

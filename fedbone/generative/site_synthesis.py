@@ -244,6 +244,7 @@ def synthesize_at_site(
         "audit passed" if summary.get("passed") else "nothing released",
     )
     np.save(state / "released.npy", images)
+    np.save(state / "released-classes.npy", result.class_ids.astype(np.int64))
     return SiteRelease(images, result.class_ids.astype(np.int64), summary, provenance)
 
 

@@ -31,6 +31,7 @@ from fedbone.models.fusion import MultiViewFusion
 from fedbone.models.weights import load_pretrained
 
 __all__ = [
+    "SMALL_CNN_NARROW_WIDTHS",
     "SMALL_CNN_WIDTHS",
     "VGG16_BLOCKS",
     "VGG_SMALL_BLOCKS",
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: Channels of the small CNN's conv-norm-ReLU-pool blocks (about 100k weights).
 SMALL_CNN_WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
+#: Half those widths (about 25k weights): DP-SGD's noise per step is the same
+#: whatever the model, so fewer weights keep more signal per weight.
+SMALL_CNN_NARROW_WIDTHS: tuple[int, ...] = (8, 16, 32, 64)
 # Eight groups divide every channel count of the supported networks (DenseNet
 # grows by 32, ResNets use multiples of 64, EfficientNet-B0 multiples of 8).
 _GROUPS = 8
@@ -63,6 +67,7 @@ class Architecture(StrEnum):
     RESNET50 = "resnet50"
     EFFICIENTNET_B0 = "efficientnet-b0"
     SMALL_CNN = "small-cnn"
+    SMALL_CNN_NARROW = "small-cnn-narrow"
     VGG16 = "vgg16"
     VGG_SMALL = "vgg-small"
     FUSION_SHARED = "fusion-shared"
@@ -187,17 +192,23 @@ class _SmallCnn(nn.Module):
     whole body, so the max-pooled features are concatenated to it.
     """
 
-    def __init__(self, in_channels: int, norm: str | tuple[str, dict[str, object]]):
+    def __init__(
+        self,
+        in_channels: int,
+        norm: str | tuple[str, dict[str, object]],
+        widths: tuple[int, ...] | None = None,
+    ):
         super().__init__()
+        widths = widths or SMALL_CNN_WIDTHS
         layers: list[nn.Module] = []
         channels = in_channels
-        for index, width in enumerate(SMALL_CNN_WIDTHS):
+        for index, width in enumerate(widths):
             layers += [
                 nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
                 get_norm_layer(name=norm, spatial_dims=2, channels=width),
                 nn.ReLU(inplace=True),
             ]
-            if index < len(SMALL_CNN_WIDTHS) - 1:
+            if index < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width
         self.features = nn.Sequential(*layers)
@@ -378,12 +389,20 @@ def _small_cnn(spec: ClassifierSpec) -> tuple[nn.Module, int]:
     return net, net.n_features
 
 
+def _small_cnn_narrow(spec: ClassifierSpec) -> tuple[nn.Module, int]:
+    net = _SmallCnn(
+        spec.in_channels, _norm_argument(spec.norm), SMALL_CNN_NARROW_WIDTHS
+    )
+    return net, net.n_features
+
+
 _BUILDERS: dict[Architecture, Callable[[ClassifierSpec], tuple[nn.Module, int]]] = {
     Architecture.DENSENET121: _densenet121,
     Architecture.RESNET18: _resnet(resnet18),
     Architecture.RESNET50: _resnet(resnet50),
     Architecture.EFFICIENTNET_B0: _efficientnet_b0,
     Architecture.SMALL_CNN: _small_cnn,
+    Architecture.SMALL_CNN_NARROW: _small_cnn_narrow,
     Architecture.VGG16: _vgg(VGG16_BLOCKS),
     Architecture.VGG_SMALL: _vgg(VGG_SMALL_BLOCKS),
     Architecture.FUSION_SHARED: _fusion(shared=True),

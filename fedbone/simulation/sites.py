@@ -15,6 +15,7 @@ from fedbone.config.site import load_site_config, write_site_config
 from fedbone.config.study import StudyConfig
 from fedbone.data.cache_summary import format_summary_table, summarise_site_cache
 from fedbone.data.prepare import prepare_site_cache
+from fedbone.data.spec import ViewMode
 from fedbone.errors import ConfigError, Problem
 from fedbone.security.site_secret import (
     PUBLIC_KEY_FILE,
@@ -55,7 +56,7 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
     configs = ensure_phantom_federation(
         sim.sites_dir,
         sites=list(sim.sites),
-        spec=profile_spec(sim.profile),
+        spec=replace(profile_spec(sim.profile), views=ViewMode(sim.views)),
         scale=sim.scale,
         min_scans=sim.min_scans,
         seed=sim.seed,

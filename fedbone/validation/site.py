@@ -65,7 +65,19 @@ def score_models_with_members(
 ) -> ScoredModels:
     """Score every model; an ensemble (one record of fold models) by each member.
 
-    Parameters are those of :func:`score_models`.
+    Parameters
+    ----------
+    cache
+        The site's prepared cache.
+    task
+        ``bm`` or ``ca``; scans with an unknown label are skipped.
+    spec
+        How to build the models (every member of an ensemble too).
+    models
+        Weights by model name; an ensemble's as
+        :func:`~fedbone.classifier.folds.pack_ensemble` made them.
+    split
+        The split scored.
 
     Raises
     ------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,13 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 
 from fedbone.classifier.folds import BestRound, pack_ensemble
-from fedbone.classifier.pooled import train_pooled_baseline
+from fedbone.classifier.pooled import train_pooled_baseline, train_spec_for
+from fedbone.classifier.public_pretraining import (
+    PhantomPretraining,
+    pretrain_on_phantoms,
+)
+from fedbone.config.profiles import PROFILES
+from fedbone.data.spec import PreprocessSpec, ViewMode
 from fedbone.federation.records import (
     array_signature,
     arrays_to_record,
@@ -61,11 +68,44 @@ def classifier_spec(run: StudyRun) -> ClassifierSpec:
 
 
 def initial_arrays(run: StudyRun) -> dict[str, np.ndarray]:
-    """Return the seeded initial global model every site starts from."""
+    """Return the seeded initial global model every site starts from.
+
+    With ``model.pretrain_phantom_epochs``, that model is first trained here,
+    at the centre, on a phantom cohort of its own prepared as the sites
+    prepare their scans (no site data, no budget spent).
+    """
     import torch
 
+    epochs = run.study.model.pretrain_phantom_epochs
+    if epochs:
+        t = run.study.training
+        return pretrain_on_phantoms(
+            classifier_spec(run),
+            _sites_preprocessing(run),
+            run.study.task,
+            PhantomPretraining(epochs=epochs),
+            train_spec_for(t, epochs=epochs, seed=run.study.seed),
+            seed=run.study.seed,
+            work_dir=run.study.runs_dir / "pretrained",
+            workers=run.study.simulation.workers if run.study.simulation else 1,
+        )
     torch.manual_seed(run.study.seed)
     return state_to_arrays(build_classifier(classifier_spec(run)))
+
+
+def _sites_preprocessing(run: StudyRun) -> PreprocessSpec:
+    """Return the standard preprocessing whose fingerprint the sites reported."""
+    reported = {site.spec_fingerprint for site in run.sites.values()}
+    for profile in PROFILES.values():
+        for views in ViewMode:
+            spec = replace(profile, views=views)
+            if {spec.fingerprint()} == reported:
+                return spec
+    raise StudyError(
+        "phantom pretraining prepares its cohort as the sites prepare scans, but "
+        "their preprocessing is not one of the standard profiles "
+        f"({', '.join(PROFILES)}); set model.pretrain_phantom_epochs: 0"
+    )
 
 
 def train_config(
