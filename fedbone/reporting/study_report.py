@@ -75,6 +75,8 @@ class StudyReport:
     """Phantom triplets (fast / enhanced / standard) the centre made itself."""
     classifier: tuple[Any, dict[str, Any]] | None = None
     """The federated classifier's spec and arrays (Grad-CAM on synthetic images)."""
+    fold_models: Sequence[Mapping[str, Any]] = ()
+    """The cross-validated ensemble's fold models: the round each kept."""
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -430,6 +432,26 @@ def write_study_report(report: StudyReport, out_dir: Path) -> Path:
         "<h2>Training</h2>",
         _img(auc_png) + _img(loss_png),
     ]
+    if report.fold_models:
+        sections += [
+            "<h2>Cross-validated ensemble (fold models)</h2>",
+            "<p>Each fold model trained on every train site's development scans "
+            "but one fold, and was kept at the round whose loss on the sites' "
+            "held-out folds was lowest. The ensemble (cv-ensemble above) calls by "
+            "their majority vote; its ROC is of their mean probability.</p>",
+            _table(
+                [
+                    {
+                        "model": row["model"],
+                        "kept round": row["kept-round"],
+                        "rounds run": row["rounds-run"],
+                        "held-out loss": f"{row['held-out-loss']:.4f}",
+                    }
+                    for row in report.fold_models
+                ],
+                ["model", "kept round", "rounds run", "held-out loss"],
+            ),
+        ]
     for section in write_synthetic_sections(
         out_dir,
         gan=report.gan,

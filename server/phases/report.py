@@ -61,6 +61,7 @@ def build_report(run: StudyRun) -> StudyReport:
             else None
         ),
         enhance_examples=_existing(run.run_dir / "enhance" / "examples.png"),
+        fold_models=run.results.get("fold-models", []),
     )
 
 
@@ -99,7 +100,7 @@ def run_report(run: StudyRun) -> None:
             "rejected": list(report.rejected),
             "site_errors": list(report.site_errors),
             "skipped_models": run.results.get("skipped-models", []),
-            "fold_models": run.results.get("fold-models", []),
+            "fold_models": list(report.fold_models),
             "privacy": dict(report.privacy),
             "budget_refusals": list(report.budget_refusals),
             "timings": report.timings,

@@ -12,7 +12,16 @@ from fedbone.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["simulation.yaml", "paper.yaml", "ratio-sweep.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "simulation.yaml",
+        "paper.yaml",
+        "ratio-sweep.yaml",
+        "cv-ensemble.yaml",
+        "two-views.yaml",
+    ],
+)
 def test_shipped_study_configs_are_valid(name: str) -> None:
     study = load_study_config(ROOT / "configs" / name, base_dir=ROOT)
 
@@ -56,3 +65,33 @@ def test_the_config_hash_changes_with_any_setting(tmp_path: Path) -> None:
 
     assert b.training.strategy is StrategyName.FEDPROX
     assert a.sha256() != b.sha256()
+
+
+def test_cross_validation_and_phantom_pretraining_settings_are_checked() -> None:
+    # Prepare
+    raw = {
+        "study": {"name": "cv", "phases": ["census", "train", "outcomes"]},
+        "model": {
+            "architecture": "small-cnn-narrow",
+            "pretrained_weights": "w.pt",
+            "pretrained_sha256": "0" * 64,
+            "pretrain_phantom_epochs": 5,
+        },
+        "cross_validation": {"folds": 1, "early_stopping_rounds": 0},
+        "outcomes": {"model": "cv-ensemble"},
+        "simulation": {"views": "sideways"},
+    }
+
+    # Execute
+    with pytest.raises(ConfigError) as caught:
+        study_config_from_mapping(raw, base_dir=ROOT)
+
+    # Assert: every problem, each where it is
+    where = {problem.where for problem in caught.value.problems}
+    assert {
+        "cross_validation.folds",
+        "cross_validation.early_stopping_rounds",
+        "model.pretrain_phantom_epochs",
+        "outcomes.model",
+        "simulation.views",
+    } <= where

@@ -67,3 +67,5 @@ def test_the_study_trains_fold_models_and_validates_their_ensemble(
     with np.load(run_dir / "models" / "cv-ensemble.npz") as stored:
         arrays = {key: stored[key] for key in stored.files}
     assert is_ensemble(arrays) and len(unpack_ensemble(arrays)) == 2
+    report = (run_dir / "report.html").read_text()
+    assert "Cross-validated ensemble (fold models)" in report
