@@ -46,7 +46,9 @@ EPSILONS = (1.0, 2.0, 4.0, 8.0, 16.0)
 PRETRAIN_EPOCHS = 20
 
 
-def _study(epsilon: float | None, *, narrow: bool, pretrain: bool) -> StudyConfig:
+def _study(
+    epsilon: float | None, *, narrow: bool, pretrain: bool, layers: str = "all"
+) -> StudyConfig:
     study = load_study_config(ROOT / "configs" / "dp.yaml")
     assert study.simulation is not None and study.dp.classifier is not None
     model = replace(
@@ -69,17 +71,19 @@ def _study(epsilon: float | None, *, narrow: bool, pretrain: bool) -> StudyConfi
         model=model,
         dp=replace(
             study.dp,
-            classifier=replace(study.dp.classifier, target_epsilon=epsilon),
+            classifier=replace(
+                study.dp.classifier, target_epsilon=epsilon, train_layers=layers
+            ),
         ),
         simulation=replace(study.simulation, site_epsilon=epsilon),
     )
 
 
 def run_setting(
-    epsilon: float | None, *, narrow: bool, pretrain: bool
+    epsilon: float | None, *, narrow: bool, pretrain: bool, layers: str = "all"
 ) -> dict[str, Any]:
     """Run one study; return its line."""
-    study = _study(epsilon, narrow=narrow, pretrain=pretrain)
+    study = _study(epsilon, narrow=narrow, pretrain=pretrain, layers=layers)
     assert study.simulation is not None
     if epsilon is not None:
         _fresh_ledgers(study.simulation.sites_dir)
@@ -92,6 +96,7 @@ def run_setting(
         "epsilon": epsilon,
         "architecture": study.model.architecture,
         "pretrain_phantom_epochs": study.model.pretrain_phantom_epochs,
+        "train_layers": "all" if epsilon is None else layers,
         "external_auc": external["auc"],
         "external_auc_ci": [external["auc_low"], external["auc_high"]],
         "site_epsilon": {
@@ -109,14 +114,19 @@ def _write_table() -> None:
     rows = [json.loads(line) for line in STORE.read_text().splitlines()]
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
-        latest[
-            (row["epsilon"], row["architecture"], row["pretrain_phantom_epochs"])
-        ] = row
+        key = (
+            row["epsilon"],
+            row["architecture"],
+            row["pretrain_phantom_epochs"],
+            row.get("train_layers", "all"),
+        )
+        latest[key] = row
     ordered = sorted(
         latest.values(),
         key=lambda r: (
             r["architecture"],
             r["pretrain_phantom_epochs"],
+            r.get("train_layers", "all"),
             float("inf") if r["epsilon"] is None else r["epsilon"],
         ),
     )
@@ -131,8 +141,9 @@ def _write_table() -> None:
         f"centre's own phantom cohort (site-A profile, scale 0.1), {PRETRAIN_EPOCHS} "
         "epochs without DP; no site's budget is spent on it.",
         "",
-        "| model | start | target ε | external AUC (95% CI) | sites' ε | s | date |",
-        "|---|---|---|---|---|---|---|",
+        "| model | start | DP trains | target ε | external AUC (95% CI) | sites' ε "
+        "| s | date |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in ordered:
         eps = "no DP" if row["epsilon"] is None else f"{row['epsilon']:g}"
@@ -148,7 +159,8 @@ def _write_table() -> None:
         )
         low, high = row["external_auc_ci"]
         lines.append(
-            f"| {row['architecture']} | {start} | {eps} | {row['external_auc']:.3f} "
+            f"| {row['architecture']} | {start} | {row.get('train_layers', 'all')} "
+            f"| {eps} | {row['external_auc']:.3f} "
             f"({low:.3f}-{high:.3f}) | {spent or '-'} | {row['seconds']:.0f} "
             f"| {row['date']} |"
         )
@@ -163,6 +175,9 @@ def main() -> None:
     parser.add_argument("--no-dp", action="store_true", help="the non-DP study only")
     parser.add_argument("--wide", action="store_true", help="the profile's small-cnn")
     parser.add_argument("--no-pretrain", action="store_true")
+    parser.add_argument(
+        "--layers", choices=("all", "head"), default="all", help="what DP-SGD trains"
+    )
     args = parser.parse_args()
     settings: list[float | None]
     if args.no_dp:
@@ -173,7 +188,12 @@ def main() -> None:
         settings = [None, *EPSILONS]
     RESULTS.mkdir(parents=True, exist_ok=True)
     for epsilon in settings:
-        line = run_setting(epsilon, narrow=not args.wide, pretrain=not args.no_pretrain)
+        line = run_setting(
+            epsilon,
+            narrow=not args.wide,
+            pretrain=not args.no_pretrain,
+            layers=args.layers,
+        )
         with STORE.open("a") as out:
             out.write(json.dumps(line) + "\n")
         _write_table()

@@ -70,6 +70,8 @@ class DpRoundSpec:
     max_grad_norm: float
     clipping: str
     rounds: int
+    train_layers: str = "all"
+    """``all``, or ``head``: only the last layer trains (the backbone frozen)."""
 
 
 def _model_for_round(
@@ -221,6 +223,11 @@ def train_round_dp(
     """
     model = _model_for_round(spec, global_arrays)
     make_dp_compatible(model, fix=False)
+    if dp_round.train_layers == "head":
+        # fewer noisy weights: the received (pretrained) backbone is kept
+        for name, parameter in model.named_parameters():
+            if not name.startswith("head."):
+                parameter.requires_grad_(False)
     n_examples = len(labelled_rows(cache, task, "train")[0])
     if n_examples == 0:
         raise TrainingError(

@@ -60,6 +60,10 @@ class DpPhaseSettings:
     max_grad_norm: float = number(1.0, 1e-4, 1e4)
     clipping: str = one_of("ghost", _CLIPPING)
     """Read for ``dp.classifier`` only; ``dp.gan`` keeps the default."""
+    train_layers: str = one_of("all", ("all", "head"))
+    """``head``: DP-SGD trains only the classifier's last layer and the
+    backbone stays as received (a pretrained one); far fewer noisy weights.
+    Read for ``dp.classifier`` only."""
 
     def to_config(self, prefix: str = "dp") -> dict[str, float | str]:
         """Return the values a request carries (0 stands for "not given")."""
@@ -68,6 +72,7 @@ class DpPhaseSettings:
             f"{prefix}-target-epsilon": self.target_epsilon or 0.0,
             f"{prefix}-max-grad-norm": self.max_grad_norm,
             f"{prefix}-clipping": self.clipping,
+            f"{prefix}-train-layers": self.train_layers,
         }
 
 
@@ -109,7 +114,7 @@ DP_SECTIONS: dict[str, set[str]] = {
     "dp": setting_keys(DpSettings),
     "dp.statistics": setting_keys(DpStatisticsSettings),
     "dp.classifier": setting_keys(DpPhaseSettings),
-    "dp.gan": setting_keys(DpPhaseSettings) - {"clipping"},
+    "dp.gan": setting_keys(DpPhaseSettings) - {"clipping", "train_layers"},
 }
 
 
@@ -138,6 +143,7 @@ def _read_phase(
         )
     if name != "classifier":
         given["clipping"] = DpPhaseSettings.clipping
+        given["train_layers"] = DpPhaseSettings.train_layers
     return c.settings(section, where, DpPhaseSettings, **given)
 
 

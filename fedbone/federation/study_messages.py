@@ -398,7 +398,24 @@ def dp_round_from(config: ConfigRecord) -> DpRoundSpec | None:
         max_grad_norm=config_float(config, "dp-max-grad-norm", 1.0),
         clipping=config_str(config, "dp-clipping"),
         rounds=config_int(config, "rounds", 1),
+        train_layers=_train_layers(config),
     )
+
+
+def _train_layers(config: ConfigRecord) -> str:
+    layers = config_str(config, "dp-train-layers", "all")
+    if layers not in ("all", "head"):
+        raise StudyMessageError(
+            "dp-train-layers",
+            [
+                Problem(
+                    "bad-train-layers",
+                    f"{layers[:40]!r}; ask for all or head",
+                    "dp-train-layers",
+                )
+            ],
+        )
+    return layers
 
 
 def dp_statistics_from(config: ConfigRecord) -> DpStatisticsSpec | None:

@@ -141,3 +141,30 @@ def test_two_plans_open_at_once_compose_when_committed(tmp_path: Path) -> None:
     # Assert: the second is charged on top of the first, not over the same start
     assert entry.stream_epsilon == pytest.approx(both.epsilon(1e-3))
     assert entry.stream_epsilon > first.epsilon
+
+
+@pytest.mark.parametrize("clipping", ["hooks", "ghost"])
+def test_head_only_dp_keeps_the_received_backbone(
+    tmp_path: Path, cache: SiteCache, clipping: str
+) -> None:
+    # Prepare
+    ledger = PrivacyLedger(tmp_path / "ledger.jsonl", PrivacyBudget(50.0, 1e-3))
+    start = _start()
+    head_only = DpRoundSpec(
+        noise_multiplier=1.0,
+        target_epsilon=None,
+        max_grad_norm=1.0,
+        clipping=clipping,
+        rounds=2,
+        train_layers="head",
+    )
+
+    # Execute
+    result = train_round_dp(
+        cache, "bm", SPEC, TRAIN, start, head_only, ledger, run_name="r", phase="train"
+    )
+
+    # Assert: the backbone as received, the head trained, the round charged
+    changed = {k for k in start if not np.array_equal(start[k], result.arrays[k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+    assert result.metrics["dp-epsilon"] > 0
