@@ -35,8 +35,9 @@ def _fresh_ledgers(sites_dir: Path) -> None:
     it ever releases), so a second benchmark run on the same phantom sites is
     refused once their ε = 8 is spent. These are phantom sites: reset them.
     """
-    for path in sites_dir.glob("site-*/privacy-ledger.jsonl*"):
-        path.unlink()
+    for pattern in ("privacy-ledger.jsonl*", "*.privacy-ledger.jsonl.head"):
+        for path in sites_dir.glob(f"site-*/{pattern}"):
+            path.unlink()
 
 
 def _run(study_path: Path, private: bool) -> dict[str, object]:

@@ -118,7 +118,16 @@ def read_batch(cache: TrainingImages, positions: np.ndarray) -> torch.Tensor:
 
 
 def input_channels(model: nn.Module) -> int:
-    """Return the input channels of the model's first convolution."""
+    """Return the channels the model takes.
+
+    A module that declares ``input_channels`` (the two-view fusion network,
+    whose per-view backbones each take one channel) decides; otherwise the
+    first convolution's input channels.
+    """
+    for module in model.modules():
+        declared = getattr(module, "input_channels", None)
+        if isinstance(declared, int):
+            return declared
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     return int(first_conv.in_channels)
 

@@ -87,6 +87,9 @@ class MultiViewFusion(nn.Module):
         Channels of the backbone's blocks.
     """
 
+    #: The views arrive stacked as channels; each backbone takes one.
+    input_channels = 2
+
     def __init__(
         self,
         norm: str | tuple[str, dict[str, object]],

@@ -1,9 +1,15 @@
 """The multi-view fusion network: SE, spatial pyramid pooling, view attention."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from tiny_caches import build_toy_cache
 from torch import nn
 
+from fedbone.classifier.local import TrainSpec, predict, train_local
+from fedbone.classifier.runtime import input_channels
 from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.models.errors import ModelError
 from fedbone.models.fusion import MultiViewFusion
@@ -68,3 +74,23 @@ def test_a_hot_spot_in_one_view_changes_that_views_features_only() -> None:
 def test_fusion_needs_two_channels() -> None:
     with pytest.raises(ModelError, match="fusion-needs-two-views"):
         build_classifier(_spec(Architecture.FUSION_SHARED, channels=1))
+
+
+@pytest.mark.parametrize(
+    "architecture", [Architecture.FUSION_SHARED, Architecture.FUSION_SEPARATE]
+)
+def test_a_side_by_side_canvas_trains_and_scores_as_two_stacked_views(
+    tmp_path: Path, architecture: Architecture
+) -> None:
+    # Prepare: a canvas twice as wide as one view (views: both)
+    cache = build_toy_cache(tmp_path, count=24, width=32)
+    model = build_classifier(_spec(architecture))
+    spec = TrainSpec(epochs=1, batch_size=8, device="cpu", amp=False)
+
+    # Execute
+    result = train_local(model, cache, "bm", spec)
+    scores = predict(model, cache, cache.indices("test"), device="cpu")
+
+    # Assert: the training path splits the canvas into two one-channel views
+    assert input_channels(model) == 2
+    assert result.n_examples > 0 and np.isfinite(scores).all()
