@@ -41,7 +41,7 @@ from fedbone.federation.records import array_signature, arrays_to_record
 from fedbone.federation.study_messages import metric_floats
 from fedbone.simulation.sites import prepare_simulated_sites
 from server.phases.census import run_census
-from server.phases.train import _train_config, initial_arrays
+from server.phases.train import initial_arrays, train_config
 from server.study_grid import StudyGrid
 from server.study_run import StudyRun
 from sites.app import app as fedbone_client
@@ -101,7 +101,7 @@ def run_rounds(study_path: Path, rounds: int, *, bare: bool) -> dict[str, float]
             expected=None if bare else array_signature(start),
             on_replies=record,
         )
-        config = _train_config(run) if not bare else ConfigRecord({})
+        config = train_config(run) if not bare else ConfigRecord({})
         started = time.perf_counter()
         _strategy().start(
             grid=study_grid,

@@ -39,6 +39,7 @@ from deployment_cluster import (  # noqa: E402
     PROJECT_DIR,
     RECEIVING,
     Cluster,
+    approve_with_cli,
     count_in_log,
     loopback_cluster,
     make_training_site,
@@ -66,7 +67,8 @@ RUN_TIMEOUT_S = 400.0
 
 
 def write_study(root: Path, name: str, rounds: int) -> Path:
-    return write_tiny_study(
+    """Write the study, approved (``fedbone site approve``) at the sites made."""
+    study = write_tiny_study(
         root,
         name,
         ["census", "train"],
@@ -77,6 +79,8 @@ def write_study(root: Path, name: str, rounds: int) -> Path:
         simulation={"sites_dir": str(root.parent / "sites")},
         output={"runs_dir": str(root / "runs" / name)},
     )
+    approve_with_cli(study, sorted((root.parent / "sites").glob("site-*/site.yaml")))
+    return study
 
 
 @contextmanager
@@ -85,9 +89,9 @@ def federation(
 ) -> Iterator[Cluster]:
     """SuperLink + three training sites, every process stopped on exit."""
     study = write_study(root, "setup", 1)
-    prepare_simulated_sites(load_study_config(study))
+    prepare_simulated_sites(load_study_config(study), approve=False)
     make_training_site(root.parent / "sites" / "site-C")
-    configs = prepare_simulated_sites(load_study_config(study))
+    configs = prepare_simulated_sites(load_study_config(study), approve=False)
     pki = create_study_pki(
         root / "pki",
         study="bench",

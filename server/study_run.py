@@ -23,6 +23,7 @@ from fedbone.errors import FedboneError
 from fedbone.generative.gan_results import GanResults
 from fedbone.generative.pool import SyntheticPool
 from fedbone.generative.pool_assembly import SynthesisResults
+from fedbone.privacy.approvals import APPROVAL_SHA256_KEY
 from fedbone.validation.study_results import ValidationResults
 
 __all__ = ["SiteInfo", "StudyError", "StudyRun"]
@@ -138,13 +139,19 @@ class StudyRun:
     def config(
         self, phase: str, extra: Mapping[str, Any] | None = None
     ) -> ConfigRecord:
-        """Return the ConfigRecord every message of ``phase`` carries."""
+        """Return the ConfigRecord every message of ``phase`` carries.
+
+        It names the run, its phase and the study (``study-sha256``, and
+        ``study-approval-sha256``, which a site that requires approval looks
+        up in its approvals list before any work).
+        """
         model = self.study.model
         values: dict[str, Any] = {
             "phase": phase,
             "task": self.study.task,
             "run-name": self.run_dir.name,
             "study-sha256": self.study.sha256(),
+            APPROVAL_SHA256_KEY: self.study.approval_sha256(),
             "architecture": model.architecture,
             "norm": model.norm,
             "in-channels": model.in_channels,

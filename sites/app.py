@@ -22,6 +22,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from fedbone.classifier.rounds import RoundResult
+from fedbone.federation.approval_mod import study_approval_mod
 from fedbone.federation.egress.guard import egress_mod
 from fedbone.federation.kinds import SYNTHETIC_RECORD
 from fedbone.federation.outcome_messages import (
@@ -49,10 +50,11 @@ from fedbone.federation.requests import (
     umap_request,
     validate_request,
 )
-from fedbone.federation.site_context import guard_and_log_for, site_for
+from fedbone.federation.site_context import guard_and_log_for, load_site_for, site_for
 from fedbone.federation.study_messages import local_state_to, metric_record
 from fedbone.site import OutcomesResult, StatisticsSpend, ValidationResult
 from fedbone.site.progress_log import show_site_progress
+from sites.secure_aggregation import add_secure_aggregation
 
 __all__ = ["app"]
 
@@ -64,9 +66,17 @@ def _work_dir(message: Message, context: Context) -> Path:
 
 
 # The guard comes first so that every reply, replayed ones too, is screened
-# and logged; the replay mod answers a repeated request (a restarted centre
-# resending the round in flight) from the reply the site already made.
-app = ClientApp(mods=[egress_mod(guard_and_log_for), replay_mod(_work_dir)])
+# and logged; the approval mod then refuses a study the site has not approved
+# (before any work or replay); the replay mod answers a repeated request (a
+# restarted centre resending the round in flight) from the reply already made.
+app = ClientApp(
+    mods=[
+        egress_mod(guard_and_log_for),
+        study_approval_mod(load_site_for),
+        replay_mod(_work_dir),
+    ]
+)
+add_secure_aggregation(app)
 
 Records = dict[str, ArrayRecord | ConfigRecord | MetricRecord]
 

@@ -10,10 +10,12 @@ to a running SuperLink through the ``flwr`` CLI with a throw-away
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 from pathlib import Path
 
+from fedbone.cli.approvals import add_approval_parsers
 from fedbone.cli.egress_log import add_egress_log_parser
 from fedbone.cli.site_init import add_site_init_parser
 
@@ -82,7 +84,7 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
 
 
 def add_site_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``fedbone site start`` and ``fedbone site egress-log``."""
+    """Add ``fedbone site {start,egress-log,init,approve,revoke,status}``."""
     site = sub.add_parser(
         "site",
         help="run a hospital's site (Flower SuperNode)",
@@ -119,6 +121,7 @@ def add_site_parser(sub: argparse._SubParsersAction) -> None:
     start.set_defaults(func=run_site)
     add_egress_log_parser(actions)
     add_site_init_parser(actions)
+    add_approval_parsers(actions)
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -220,6 +223,12 @@ def run_site(args: argparse.Namespace) -> int:
     if args.site_command != "start":
         raise ValueError(f"unknown site action {args.site_command!r}")
     site = load_site_config(args.config)
+    if not site.policy.require_study_approval:
+        logging.getLogger("fedbone").warning(
+            "site %s answers every study: set policy.require_study_approval: true "
+            "and approve studies with `fedbone site approve`",
+            site.site_id,
+        )
     missing = [
         Problem("missing-file", f"{path} does not exist; copy it from the centre", flag)
         for flag, path in (("--pki-ca", args.pki_ca), ("--key", args.key))

@@ -45,6 +45,10 @@ Example (``configs/site.example.yaml`` documents every key)::
                                 # releases)
       encoders: []              # TorchScript encoder files the study may name by
                                 # sha256 (never a path sent by the centre)
+      require_study_approval: true  # answer only studies approved here with
+                                # `fedbone site approve` (default false; `fedbone
+                                # site init` and phantom sites set true)
+    approvals: approvals.jsonl    # the studies this site approved (sealed)
     egress_log: egress-log.jsonl  # every outgoing message, appended
     work_dir: work                # site-local state: GANs, checkpoints, pools
     device: auto                  # auto | cpu | cuda
@@ -211,6 +215,11 @@ class SitePolicy:
     encoders
         TorchScript feature encoders the study may name by sha256; a study
         never names a file at the site.
+    require_study_approval
+        Answer only messages of a study approved at this site (``fedbone site
+        approve``, :mod:`fedbone.privacy.approvals`), within what the approval
+        lists. Off when absent so that configs written before it keep working;
+        ``fedbone site init`` writes it on and phantom sites run with it on.
     """
 
     max_histogram_bins: int = whole(2000, 1000, 100_000)
@@ -218,6 +227,7 @@ class SitePolicy:
     max_outcome_releases: int = whole(3, 1, 1000)
     cross_audit_peers: Mapping[str, Path] = field(default_factory=dict)
     encoders: tuple[Path, ...] = ()
+    require_study_approval: bool = flag(False)
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,8 @@ class SiteConfig:
     work_dir: Path = Path("work")
     source: Path | None = None
     policy: SitePolicy = field(default_factory=SitePolicy)
+    approvals: Path = Path("approvals.jsonl")
+    """The studies this site approved (:mod:`fedbone.privacy.approvals`)."""
 
     @property
     def secret_file(self) -> Path:
@@ -243,16 +255,23 @@ class SiteConfig:
         config built in code anchors a relative one beside its ledger (or at
         the work folder's parent), never at the current directory.
         """
-        secret = self.privacy.secret
-        if secret.is_absolute():
-            return secret
+        return self._anchored(self.privacy.secret)
+
+    @property
+    def approvals_file(self) -> Path:
+        """The approvals list's path, anchored at the site as :attr:`secret_file`."""
+        return self._anchored(self.approvals)
+
+    def _anchored(self, path: Path) -> Path:
+        if path.is_absolute():
+            return path
         if self.source is not None:
             base = self.source.parent
         elif self.privacy.ledger.is_absolute():
             base = self.privacy.ledger.parent
         else:
             base = self.work_dir.parent
-        return base.resolve() / secret
+        return base.resolve() / path
 
     def file_sha256(self) -> str:
         """Return the sha256 of the YAML this came from ("" if none)."""
@@ -271,6 +290,7 @@ _ALLOWED: dict[str, set[str]] = {
         "policy",
         "egress_log",
         "work_dir",
+        "approvals",
     },
     "site": {"id", "role"},
     "data": {"manifest", "cache_dir", "default_view", "workers", "fast_manifest"},
@@ -403,9 +423,20 @@ def site_config_from_mapping(
     policy = _read_policy(c, raw, base_dir)
     egress_log = _resolve(raw.get("egress_log", SiteConfig.egress_log), base_dir)
     work_dir = _resolve(raw.get("work_dir", SiteConfig.work_dir), base_dir)
+    approvals = _resolve(raw.get("approvals", SiteConfig.approvals), base_dir)
     ConfigError.raise_if_any(subject, c.problems)
     return SiteConfig(
-        site_id, role, data, spec, device, privacy, egress_log, work_dir, source, policy
+        site_id,
+        role,
+        data,
+        spec,
+        device,
+        privacy,
+        egress_log,
+        work_dir,
+        source,
+        policy,
+        approvals,
     )
 
 
@@ -578,7 +609,9 @@ def site_config_to_mapping(config: SiteConfig, *, relative_to: Path) -> dict[str
                 for site, path in config.policy.cross_audit_peers.items()
             },
             "encoders": [rel(path) for path in config.policy.encoders],
+            "require_study_approval": config.policy.require_study_approval,
         },
+        "approvals": rel(config.approvals_file),
         "egress_log": rel(config.egress_log),
         "work_dir": rel(config.work_dir),
         "device": config.device.value,

@@ -140,6 +140,15 @@ class TrainingSettings:
     out of that round (the strategy needs ``min_train_sites`` replies)."""
     census_timeout_s: float = number(300.0, 1.0, 7 * DAY_S)
     """How long the census waits for the expected sites to connect."""
+    secure_aggregation: bool = flag(False)
+    """The centre learns only the sum of the sites' weighted updates (pairwise
+    masking with Shamir-shared seeds, ``docs/secure-aggregation.md``); needs
+    ``strategy: fedavg``."""
+    secure_aggregation_clip: float = number(100.0, 1e-6, 1e6)
+    """Under secure aggregation, the largest magnitude of one element of a
+    site's update (trained minus received); larger changes are clipped."""
+    secure_aggregation_scale_bits: int = whole(24, 8, 40)
+    """Fractional bits of secure aggregation's fixed-point encoding."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,42 @@ class StudyConfig:
         """Hash of the resolved configuration (sent to sites, kept in results)."""
         payload = json.dumps(self.to_json(), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
+
+    def file_sha256(self) -> str:
+        """Return the sha256 of the YAML this came from ("" if none)."""
+        if self.source is None or not Path(self.source).is_file():
+            return ""
+        return hashlib.sha256(Path(self.source).read_bytes()).hexdigest()
+
+    def approval_json(self) -> dict[str, Any]:
+        """Return what a site is asked to approve: the study less machine paths.
+
+        The resolved configuration without where the machine that loaded it
+        keeps files (``output.runs_dir``, the ``simulation`` block, the path
+        of ``model.pretrained_weights``, whose ``pretrained_sha256`` stays),
+        so the centre and every site get the same content from one YAML.
+        """
+        data = self.to_json()
+        for key in _NOT_APPROVED:
+            data.pop(key, None)
+        for section, key in _MACHINE_PATHS:
+            data[section].pop(key, None)
+        return data
+
+    def approval_sha256(self) -> str:
+        """Hash of :meth:`approval_json`: the study a site approves.
+
+        Sent in every message (``study-approval-sha256``); the same on every
+        machine that loads the same study YAML, wherever it lives.
+        """
+        payload = json.dumps(self.approval_json(), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+#: Top-level settings a site does not approve: the centre's own machine.
+_NOT_APPROVED = ("runs_dir", "simulation")
+#: Paths on the machine that loaded the study (their content is pinned by hash).
+_MACHINE_PATHS = (("model", "pretrained_weights"), ("gan", "encoder_path"))
 
 
 _STUDY_KEYS = {
@@ -357,6 +402,35 @@ def _check_phases(c: SettingsCollector, phases: tuple[str, ...]) -> None:
         )
 
 
+#: Under secure aggregation, sites x largest weight a study must be able to sum
+#: (one million: e.g. 100 sites of 10,000 scans).
+SECURE_AGGREGATION_HEADROOM = 2**20
+
+
+def _check_secure_aggregation(c: SettingsCollector, t: TrainingSettings) -> None:
+    if not t.secure_aggregation:
+        return
+    if t.strategy is not StrategyName.FEDAVG:
+        c.add(
+            "invalid-value",
+            "training.strategy",
+            "secure aggregation shows the centre only the sum of the updates, "
+            "which only fedavg aggregates (median and Krum need every update); "
+            "use strategy: fedavg, or secure_aggregation: false",
+        )
+    # the fixed-point sum must not wrap: sites x weight x clip x 2^bits < 2^63
+    largest = t.secure_aggregation_clip * 2.0**t.secure_aggregation_scale_bits
+    if largest * SECURE_AGGREGATION_HEADROOM >= 2.0**63:
+        c.add(
+            "invalid-value",
+            "training.secure_aggregation_clip",
+            f"clip {t.secure_aggregation_clip:g} at "
+            f"{t.secure_aggregation_scale_bits} scale bits leaves room for fewer "
+            f"than {SECURE_AGGREGATION_HEADROOM} site examples in a 63-bit sum; "
+            "lower the clip or secure_aggregation_scale_bits",
+        )
+
+
 def study_config_from_mapping(
     raw: Any, *, base_dir: Path, source: Path | None = None
 ) -> StudyConfig:
@@ -418,6 +492,7 @@ def study_config_from_mapping(
         source=source,
     )
     _check_phases(c, config.phases)
+    _check_secure_aggregation(c, config.training)
     if config.outcomes.model == "cv-ensemble":
         c.add(
             "invalid-value",

@@ -51,10 +51,21 @@ __all__ = [
     "QUERY_OUTCOME_COX",
     "QUERY_PAIRED",
     "QUERY_RECEIVE_SYNTHETIC",
+    "QUERY_SECAGG_KEYS",
+    "QUERY_SECAGG_SHARES",
+    "QUERY_SECAGG_UNMASK",
     "QUERY_SYNTHESIZE",
     "QUERY_UMAP",
     "QUERY_VALIDATE",
     "REPLY_SPECS",
+    "SECAGG_INBOX_RECORD",
+    "SECAGG_KEYS_RECORD",
+    "SECAGG_MASKED_RECORD",
+    "SECAGG_PEERS_RECORD",
+    "SECAGG_SHARES_RECORD",
+    "SECAGG_SURVIVORS_RECORD",
+    "SECAGG_UNMASK_RECORD",
+    "SECURE_AGGREGATION_KINDS",
     "SPLITS",
     "SUPPRESSED_KEYS",
     "SUPPRESSED_RECORD",
@@ -62,6 +73,7 @@ __all__ = [
     "SYNTHETIC_RECORD",
     "TASKS",
     "TRAIN",
+    "TRAIN_SECAGG",
     "RecordSpec",
     "RecordType",
     "ReplySpec",
@@ -92,6 +104,25 @@ QUERY_OUTCOMES = "query.outcomes"
 QUERY_OUTCOME_COX = "query.outcome_cox"
 QUERY_ENHANCE_EVALUATE = "query.enhance_evaluate"
 QUERY_ENHANCE_COMPONENTS = "query.enhance_components"
+# Secure aggregation's four stages (fedbone.federation.secure_aggregation).
+QUERY_SECAGG_KEYS = "query.secagg_keys"
+QUERY_SECAGG_SHARES = "query.secagg_shares"
+TRAIN_SECAGG = "train.secagg"
+QUERY_SECAGG_UNMASK = "query.secagg_unmask"
+SECURE_AGGREGATION_KINDS = (
+    QUERY_SECAGG_KEYS,
+    QUERY_SECAGG_SHARES,
+    TRAIN_SECAGG,
+    QUERY_SECAGG_UNMASK,
+)
+"""What phase ``train`` sends a site under ``training.secure_aggregation``."""
+SECAGG_KEYS_RECORD = "secagg-keys"
+SECAGG_PEERS_RECORD = "secagg-peers"
+SECAGG_SHARES_RECORD = "secagg-shares"
+SECAGG_INBOX_RECORD = "secagg-inbox"
+SECAGG_MASKED_RECORD = "secagg-masked"
+SECAGG_SURVIVORS_RECORD = "secagg-survivors"
+SECAGG_UNMASK_RECORD = "secagg-unmask"
 
 SYNTHETIC_RECORD = "synthetic"
 """ArrayRecord of released synthetic images (``images``) and their ``class-ids``."""
@@ -176,6 +207,18 @@ class ValueRule(StrEnum):
     """Metrics: ``grid-*`` lists of int counts over a coarse 2-D grid (a cell of
     a ``grid-real*`` grid holds 0 or at least the small-cell threshold), plus
     scalars."""
+    PUBLIC_KEYS = "public-keys"
+    """Config: the round's two X25519 public keys, 32 bytes each."""
+    SECAGG_SHARES = "secagg-shares"
+    """Arrays: ``ciphertexts``, uint8 ``(n - 1, CIPHERTEXT_BYTES)`` for the
+    ``n`` sites of the request's ``secagg-peers``: one sealed pair of shares
+    per peer, nothing else."""
+    MASKED_INPUT = "masked-input"
+    """Arrays: ``masked``, a uint64 vector of exactly the request model's
+    floating-point elements plus one (the weight)."""
+    UNMASK_SHARES = "unmask-shares"
+    """Arrays: ``self-mask-shares`` and ``mask-key-shares``, uint8 rows of
+    ``SHARE_BYTES``, one per survivor and per dropped site the request named."""
 
 
 @dataclass(frozen=True)
@@ -588,6 +631,48 @@ REPLY_SPECS: Mapping[str, ReplySpec] = {
                     RecordType.METRICS,
                     ValueRule.SCALARS,
                     frozenset({"n-pos", "n-neg", "sum-{name}"}),
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_SECAGG_KEYS,
+            (
+                RecordSpec(
+                    SECAGG_KEYS_RECORD,
+                    RecordType.CONFIG,
+                    ValueRule.PUBLIC_KEYS,
+                    frozenset({"cipher-public-key", "mask-public-key"}),
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_SECAGG_SHARES,
+            (
+                RecordSpec(
+                    SECAGG_SHARES_RECORD, RecordType.ARRAYS, ValueRule.SECAGG_SHARES
+                ),
+            ),
+        ),
+        ReplySpec(
+            TRAIN_SECAGG,
+            (
+                RecordSpec(
+                    SECAGG_MASKED_RECORD, RecordType.ARRAYS, ValueRule.MASKED_INPUT
+                ),
+                # num-examples stays inside the masked vector
+                RecordSpec(
+                    "metrics",
+                    RecordType.METRICS,
+                    ValueRule.SCALARS,
+                    _TRAIN_METRICS - {"num-examples"},
+                ),
+            ),
+        ),
+        ReplySpec(
+            QUERY_SECAGG_UNMASK,
+            (
+                RecordSpec(
+                    SECAGG_UNMASK_RECORD, RecordType.ARRAYS, ValueRule.UNMASK_SHARES
                 ),
             ),
         ),

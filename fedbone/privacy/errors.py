@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fedbone.errors import ProblemsError
 
-__all__ = ["BudgetExceeded", "LedgerTampered", "PrivacyError"]
+__all__ = [
+    "ApprovalsTampered",
+    "BudgetExceeded",
+    "LedgerTampered",
+    "PrivacyError",
+    "StudyApprovalError",
+]
 
 
 class PrivacyError(ProblemsError):
@@ -28,3 +34,19 @@ class BudgetExceeded(PrivacyError):  # noqa: N818 (name set by the design)
     """A release that would take the site's total ε or δ over its budget."""
 
     kind = "privacy budget"
+
+
+class ApprovalsTampered(PrivacyError):  # noqa: N818 (like LedgerTampered)
+    """A site's approvals list whose lines, chain, seals or head do not agree.
+
+    A site whose approvals list cannot be verified answers no study: which
+    studies it approved is unknown. The list is never reset silently.
+    """
+
+    kind = "approvals list"
+
+
+class StudyApprovalError(PrivacyError):
+    """An approval or revocation that cannot be recorded (unknown study...)."""
+
+    kind = "study approval"

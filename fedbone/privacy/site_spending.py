@@ -21,14 +21,13 @@ The order is what makes the budget binding:
    append, so concurrent releases are each composed after the one before.
 
 A site's ledger is always opened with the site's secret
-(:func:`open_site_secret_for`), which keys the ledger's lines and head: see
-:mod:`fedbone.privacy.ledger`.
+(:func:`~fedbone.privacy.site_seal.open_site_secret_for`), which keys the
+ledger's lines and head: see :mod:`fedbone.privacy.ledger`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fedbone.config.privacy import DpPhaseSettings
@@ -38,8 +37,8 @@ from fedbone.privacy.budget import PrivacyBudget
 from fedbone.privacy.dp_gan import DpGanSpec
 from fedbone.privacy.dp_sgd import AccountantState, DpSgdSpec
 from fedbone.privacy.errors import PrivacyError
-from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger, head_path_for
-from fedbone.security.site_secret import SiteSecret, open_site_secret
+from fedbone.privacy.ledger import LedgerEntry, PrivacyLedger
+from fedbone.privacy.site_seal import open_site_secret_for
 
 __all__ = [
     "SGD_STREAM",
@@ -55,35 +54,6 @@ __all__ = [
 #: The one accountant stream of all DP-SGD releases from a site's scans.
 SGD_STREAM = "dp-sgd"
 _MECHANISM = "dp-sgd-rdp"
-
-
-def open_site_secret_for(site: SiteConfig) -> SiteSecret:
-    """Load the site's secret (``privacy.secret``), creating it at a fresh site.
-
-    The files it seals are the privacy ledger and the egress log and their
-    heads: while any of them exists, a missing secret is refused rather than
-    made anew (a new secret would let whoever deleted the old one rewrite
-    them unnoticed).
-
-    Parameters
-    ----------
-    site
-        The site config.
-
-    Returns
-    -------
-    SiteSecret
-        The loaded (or, at a fresh site, new) secret.
-
-    Raises
-    ------
-    PkiError
-        ``missing-secret``, ``secret-permissions`` or ``bad-secret``.
-    """
-    secret = site.secret_file
-    sealed: list[Path] = [site.privacy.ledger, site.egress_log]
-    sealed += [head_path_for(path, secret) for path in sealed]
-    return open_site_secret(secret, sealed=sealed)
 
 
 def open_site_ledger(site: SiteConfig, n_training: int) -> PrivacyLedger:

@@ -15,6 +15,7 @@ from pathlib import Path
 from fedbone.config.site import (
     DataSettings,
     SiteConfig,
+    SitePolicy,
     SiteRole,
     write_site_config,
 )
@@ -116,6 +117,8 @@ def write_phantom_federation(
             preprocessing=spec,
             egress_log=folder / "egress-log.jsonl",
             work_dir=folder / "work",
+            # a phantom hospital behaves as one set up with `fedbone site init`
+            policy=SitePolicy(require_study_approval=True),
         )
         config_path = write_site_config(config, folder / "site.yaml")
         made.append(

@@ -1,7 +1,8 @@
 """The simulated federation of a study: phantom sites made, budgeted and prepared.
 
 Node ``i`` of a simulation is site ``i`` of the study's ``simulation.sites``;
-this module gives each one its folder, site YAML and prepared cache.
+this module gives each one its folder, site YAML and prepared cache, and has
+each approve the study (as a hospital does with ``fedbone site approve``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from fedbone.data.cache_summary import format_summary_table, summarise_site_cach
 from fedbone.data.prepare import prepare_site_cache
 from fedbone.data.spec import ViewMode
 from fedbone.errors import ConfigError, Problem
+from fedbone.privacy.approvals import open_site_approvals
+from fedbone.privacy.study_approval import StudyApproval
 from fedbone.security.site_secret import (
     PUBLIC_KEY_FILE,
     create_site_secret,
@@ -25,18 +28,32 @@ from fedbone.security.site_secret import (
 )
 from fedbone.simulation.phantom_sites import ensure_phantom_federation
 
-__all__ = ["link_cross_audit_peers", "prepare_simulated_sites"]
+__all__ = [
+    "SIMULATION_APPROVER",
+    "approve_at_sites",
+    "link_cross_audit_peers",
+    "prepare_simulated_sites",
+]
 
 logger = logging.getLogger(__name__)
 
+SIMULATION_APPROVER = "simulation"
+"""Who approves a study at phantom sites (``approved-by`` in their lists)."""
 
-def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
+
+def prepare_simulated_sites(study: StudyConfig, *, approve: bool = True) -> list[Path]:
     """Make (if absent) and prepare the phantom sites; return their configs.
+
+    Every phantom site requires study approval (``policy.require_study_approval``)
+    and, with ``approve``, approves ``study`` through its approvals list.
 
     Parameters
     ----------
     study
         A study with a ``simulation`` block (which sites, profile, scale...).
+    approve
+        Approve the study at every site (``False``: a test or the deployment
+        approves it itself, e.g. with ``fedbone site approve``).
 
     Raises
     ------
@@ -67,10 +84,13 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
     summaries = []
     for path in configs:
         site = load_site_config(path)
-        if site.privacy.epsilon_budget != sim.site_epsilon:
-            # The study's simulated hospitals take the budget it names.
-            privacy = replace(site.privacy, epsilon_budget=sim.site_epsilon)
-            write_site_config(replace(site, privacy=privacy, source=None), path)
+        privacy = replace(site.privacy, epsilon_budget=sim.site_epsilon)
+        policy = replace(site.policy, require_study_approval=True)
+        if (privacy, policy) != (site.privacy, site.policy):
+            # The study's simulated hospitals take the budget it names and
+            # answer only studies approved there (sites made before approvals).
+            changed = replace(site, privacy=privacy, policy=policy, source=None)
+            write_site_config(changed, path)
             site = load_site_config(path)
         report = prepare_site_cache(
             site.data.manifest,
@@ -89,7 +109,35 @@ def prepare_simulated_sites(study: StudyConfig) -> list[Path]:
         summaries.append(summarise_site_cache(site.site_id, site.data.cache_dir))
     logger.info("federation:\n%s", format_summary_table(summaries))
     link_cross_audit_peers(configs)
+    if approve:
+        approve_at_sites(study, configs)
     return configs
+
+
+def approve_at_sites(
+    study: StudyConfig, configs: list[Path], *, by: str = SIMULATION_APPROVER
+) -> None:
+    """Approve ``study`` at every site, as ``fedbone site approve`` would.
+
+    Parameters
+    ----------
+    study
+        The study to approve.
+    configs
+        The sites' YAML files.
+    by
+        Who approves it (recorded in each site's approvals list).
+    """
+    approval = StudyApproval.of(study, study.file_sha256())
+    for path in configs:
+        site = load_site_config(path)
+        open_site_approvals(site).approve(approval, by=by)
+        logger.info(
+            "site %s: study %s approved (%s...)",
+            site.site_id,
+            approval.study,
+            approval.approval_sha256[:12],
+        )
 
 
 def link_cross_audit_peers(configs: list[Path]) -> None:

@@ -75,7 +75,9 @@ def run_census(run: StudyRun) -> None:
     nodes = wait_for_nodes(
         run.grid, expected, timeout_s=run.study.training.census_timeout_s
     )
+    errors_before = len(run.results.get("site-errors", []))
     replies = run.query("census", nodes, RecordDict({"config": run.config("census")}))
+    refusals = run.results.get("site-errors", [])[errors_before:]
     for reply in replies:
         site = reply.content.config_records["site"]
         counts = reply.content.metric_records["census"]
@@ -89,7 +91,7 @@ def run_census(run: StudyRun) -> None:
             config_sha256=config_str(site, "config-sha256"),
             canvas=str(site.get("canvas", "")),
         )
-    _check_federation(run)
+    _check_federation(run, [e["reason"] for e in refusals])
     run.write_json(
         "census.json",
         [
@@ -114,8 +116,15 @@ def run_census(run: StudyRun) -> None:
         )
 
 
-def _check_federation(run: StudyRun) -> None:
+def _check_federation(run: StudyRun, refusals: list[str]) -> None:
+    """Raise naming every problem, and every site's refusal, if any is found.
+
+    A refusal names its site (a refusing site has no census id yet) and why,
+    e.g. ``site 'B' refused query.census ...: [study-not-approved] ...``.
+    """
     problems = []
+    if not run.sites:
+        problems.append("no site answered the census")
     ids = [s.site_id for s in run.sites.values()]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -136,4 +145,5 @@ def _check_federation(run: StudyRun) -> None:
             f"{needed} (training.min_train_sites)"
         )
     if problems:
+        problems += [f"a site refused the census: {reason}" for reason in refusals]
         raise StudyError("the federation is not ready:\n  - " + "\n  - ".join(problems))

@@ -44,7 +44,7 @@ from fedbone.models import Architecture, ClassifierSpec, Norm, build_classifier
 from fedbone.models.parameters import state_to_arrays
 from fedbone.privacy.study_privacy import privacy_by_site
 from server.checkpoint import save_checkpoint
-from server.strategies import build_strategy
+from server.strategies import SecureFedAvg, build_strategy
 from server.study_grid import StudyGrid
 from server.study_run import StudyError, StudyRun
 
@@ -162,7 +162,8 @@ def recorder(
     def record(replies: list[Message]) -> None:
         if not replies:
             return
-        kind = replies[0].metadata.message_type
+        # train.secagg (a secure round's masked training) counts as train
+        kind = replies[0].metadata.message_type.partition(".")[0]
         if kind not in rounds:
             return
         rounds[kind] += 1
@@ -227,14 +228,15 @@ def _train_over(
         return run.models[name]
     settings = run.study.training
     done, arrays = run.progress.get(name, (0, start))
+    bounds = run.max_examples(nodes)
     grid = StudyGrid(
         run.grid,
         nodes,
         expected=array_signature(arrays_to_record(start)),
-        max_examples=run.max_examples(nodes),
+        max_examples=bounds,
         on_replies=recorder(run, name, done),
     )
-    strategy = build_strategy(settings, len(nodes))
+    strategy = build_strategy(settings, len(nodes), max_examples=bounds)
     logger.info(
         "training %s: %s over %s for %d rounds%s",
         name,
@@ -265,6 +267,11 @@ def _train_over(
     except _StoppedEarlyError:
         result = None
     run.progress.pop(name, None)
+    if isinstance(strategy, SecureFedAvg):
+        run.results.setdefault("secure-aggregation", []).extend(
+            {"model": name, **report.to_json(run.site_of)}
+            for report in strategy.reports
+        )
     if grid.rejected:
         run.results.setdefault("rejected-updates", []).extend(
             {"model": name, "site": run.site_of(r.node_id), "reason": r.reason}

@@ -7,6 +7,7 @@ exposes, so ``min_train_nodes`` is simply how many sites must take part.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TypedDict
 
 from flwr.serverapp.strategy import (
@@ -21,8 +22,9 @@ from flwr.serverapp.strategy import (
 
 from fedbone.config.study import StrategyName, TrainingSettings
 from server.strategies.fedbn import FedBN
+from server.strategies.secure_fedavg import SecureFedAvg
 
-__all__ = ["FedBN", "build_strategy"]
+__all__ = ["FedBN", "SecureFedAvg", "build_strategy"]
 
 
 class _Sizing(TypedDict):
@@ -35,8 +37,17 @@ class _Sizing(TypedDict):
     min_available_nodes: int
 
 
-def build_strategy(settings: TrainingSettings, n_sites: int) -> Strategy:
+def build_strategy(
+    settings: TrainingSettings,
+    n_sites: int,
+    *,
+    max_examples: Mapping[int, int] | None = None,
+) -> Strategy:
     """Return the Flower strategy ``settings`` names, sized for ``n_sites``.
+
+    With ``training.secure_aggregation`` (fedavg only, the config checks),
+    several sites train under :class:`SecureFedAvg`; a model of one site is
+    that site's model, with nothing to hide it among, and trains as usual.
 
     Parameters
     ----------
@@ -44,6 +55,9 @@ def build_strategy(settings: TrainingSettings, n_sites: int) -> Strategy:
         The study's training settings.
     n_sites
         How many sites take part (all of them are asked every round).
+    max_examples
+        Per node, the most examples it may weigh with (secure aggregation
+        bounds its fixed-point sum by it).
     """
     sizing: _Sizing = {
         "fraction_train": 1.0,
@@ -53,6 +67,13 @@ def build_strategy(settings: TrainingSettings, n_sites: int) -> Strategy:
         "min_available_nodes": min(settings.min_train_sites, n_sites),
     }
     name = settings.strategy
+    if settings.secure_aggregation and n_sites > 1:
+        return SecureFedAvg(
+            clip=settings.secure_aggregation_clip,
+            scale_bits=settings.secure_aggregation_scale_bits,
+            max_examples=max_examples or {},
+            **sizing,
+        )
     if name is StrategyName.FEDAVG:
         return FedAvg(**sizing)
     if name is StrategyName.FEDPROX:

@@ -2,7 +2,9 @@
 
 One SuperLink on 127.0.0.1 and three SuperNodes on 127.0.0.2-4, each a
 separate process, run a one-round study to the end through ``flwr run``. A
-SuperNode with an unregistered key, and one without TLS, are refused.
+SuperNode with an unregistered key, and one without TLS, are refused. Each
+hospital approves the study with ``fedbone site approve``; a study it did not
+approve is refused by every site and nothing but the refusal leaves.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from deployment_cluster import (
     Cluster,
+    approve_with_cli,
     free_address,
     loopback_cluster,
     missing_binaries,
@@ -65,7 +68,8 @@ def study_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cluster(study_path: Path) -> Iterator[Cluster]:
     root = study_path.parent
-    site_configs = prepare_simulated_sites(load_study_config(study_path))
+    site_configs = prepare_simulated_sites(load_study_config(study_path), approve=False)
+    approve_with_cli(study_path, site_configs)
     pki = create_study_pki(
         root / "pki",
         study="deployed",
@@ -120,6 +124,43 @@ def test_every_site_logged_only_passed_egress(
         assert entries, f"site {site} sent nothing"
         assert all(e["verdict"] == "passed" for e in entries), site
     assert "train" in {e["kind"] for e in logs["A"]}
+
+
+def test_a_study_no_site_approved_is_refused_by_every_site(
+    finished: RunOutcome, cluster: Cluster, study_path: Path
+) -> None:
+    root = study_path.parent
+    study = write_tiny_study(
+        root,
+        "unapproved",
+        ["census", "train", "report"],
+        filename="unapproved.yaml",
+        sites=sorted(SITE_HOSTS),
+        training={"census_timeout_s": 30},
+    )
+
+    outcome = submit_run(
+        cluster.centre_home,
+        PROJECT_DIR,
+        study,
+        log_path=root / "logs" / "unapproved-run.log",
+        timeout_s=240.0,
+    )
+
+    assert finished.completed
+    assert not outcome.completed, outcome.status
+    run_log = (root / "logs" / "unapproved-run.log").read_text()
+    assert "a site refused the census: site 'A' refused" in run_log
+    for site in SITE_HOSTS:
+        config = load_site_config(root / "sites" / f"site-{site}" / "site.yaml")
+        sent = [
+            e
+            for e in EgressLog(config.egress_log).entries()
+            if str(e["run-name"]).startswith("unapproved")
+        ]
+        assert sent, site
+        assert all(e["verdict"] == "error" for e in sent), (site, sent)
+        assert all("study-not-approved" in e["reason"] for e in sent), site
 
 
 def test_a_site_whose_key_is_not_registered_is_refused(

@@ -29,6 +29,7 @@ from deployment_cluster import (
     PROJECT_DIR,
     RECEIVING,
     Cluster,
+    approve_with_cli,
     count_in_log,
     loopback_cluster,
     make_training_site,
@@ -65,8 +66,9 @@ RUN_TIMEOUT_S = 240.0
 
 
 def _write_study(root: Path, name: str, rounds: int = ROUNDS) -> Path:
+    """Write the study, approved (``fedbone site approve``) at the sites made."""
     # The simulation block only writes and prepares the phantom hospitals.
-    return write_tiny_study(
+    study = write_tiny_study(
         root,
         name,
         ["census", "train"],
@@ -75,6 +77,8 @@ def _write_study(root: Path, name: str, rounds: int = ROUNDS) -> Path:
         training={"rounds": rounds, "round_timeout_s": 30, "census_timeout_s": 60},
         output={"runs_dir": str(root / "runs" / name)},
     )
+    approve_with_cli(study, sorted((root / "sites").glob("site-*/site.yaml")))
+    return study
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +89,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cluster(root: Path) -> Iterator[Cluster]:
     study = _write_study(root, "sitefault")
-    prepare_simulated_sites(load_study_config(study))
+    prepare_simulated_sites(load_study_config(study), approve=False)
     make_training_site(root / "sites" / "site-C")
-    site_configs = prepare_simulated_sites(load_study_config(study))
+    site_configs = prepare_simulated_sites(load_study_config(study), approve=False)
     pki = create_study_pki(
         root / "pki",
         study="faults",

@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 from tiny_study import write_tiny_study
 
+from fedbone.config.site import load_site_config
 from fedbone.config.study import load_study_config
 from fedbone.federation.egress.guard import EgressLog
+from fedbone.privacy.approvals import open_site_approvals
 from server.simulation import simulate_study
 
 pytestmark = [pytest.mark.integration]
@@ -105,3 +107,18 @@ def test_the_outcome_analysis_reports_every_site_and_why(
     if status[("C", "counts")] == "included":
         assert outcomes["endpoints"]["death"]["sites"] == ["C"]
         assert (run_dir / "km_death.png").is_file()
+
+
+def test_every_site_required_and_recorded_the_studys_approval(
+    finished: tuple[Path, Path],
+) -> None:
+    _, sites = finished
+
+    configs = [load_site_config(sites / f"site-{s}" / "site.yaml") for s in "ABC"]
+    approvals = [open_site_approvals(config).records() for config in configs]
+
+    assert all(config.policy.require_study_approval for config in configs)
+    for records in approvals:
+        [record] = records
+        assert (record.approval.study, record.approved_by) == ("tiny", "simulation")
+        assert record.active

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from flwr.app import Message, RecordDict
+from flwr.app import Error, Message, RecordDict
 from flwr.serverapp import Grid
 from phase_grid import ScriptedGrid, config_of, content
 
@@ -99,3 +99,38 @@ def test_too_few_train_sites_for_the_study_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StudyError, match=r"1 train site\(s\) answered"):
         run_census(run)
+
+
+def test_a_census_refusal_is_named_in_the_failure(tmp_path: Path) -> None:
+    reason = (
+        "site 'B' refused query.census of run 'census-1' (1 problem(s)); it "
+        "answers only studies it approved:\n  - [study-not-approved] ..."
+    )
+    sites = {1: ("A", "train")}
+
+    def answer(message: Message) -> RecordDict | Error:
+        if message.metadata.dst_node_id == 2:
+            return Error(code=6, reason=reason)
+        return _census_answer(sites)(message)
+
+    grid = ScriptedGrid({"query.census": answer}, nodes=[1, 2])
+    study = StudyConfig(name="census", training=TrainingSettings(min_train_sites=2))
+    run = _run(tmp_path, grid, study)
+
+    with pytest.raises(StudyError) as raised:
+        run_census(run)
+
+    assert "1 train site(s) answered" in str(raised.value)
+    assert "a site refused the census: site 'B' refused" in str(raised.value)
+    assert "[study-not-approved]" in str(raised.value)
+    assert run.results["site-errors"][0]["reason"] == reason
+
+
+def test_every_census_request_names_the_study_to_approve(tmp_path: Path) -> None:
+    grid = ScriptedGrid({"query.census": _census_answer(SITES)}, nodes=SITES)
+    run = _run(tmp_path, grid)
+
+    run_census(run)
+
+    config = config_of(grid.sent[0])
+    assert config["study-approval-sha256"] == run.study.approval_sha256()

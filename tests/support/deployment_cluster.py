@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,6 +45,21 @@ FLOWER_BINARIES = ("flower-superlink", "flower-supernode", "flower-superexec", "
 #: What a SuperNode logs when it takes a request (``train``, ``evaluate``, ...).
 RECEIVING = "Receiving: {kind} message"
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def approve_with_cli(study: Path, site_configs: Sequence[Path]) -> None:
+    """Each hospital approves ``study`` as its officer would (the CLI)."""
+    fedbone = str(Path(sys.executable).parent / "fedbone")
+    for config in site_configs:
+        subprocess.run(
+            [
+                *(fedbone, "site", "approve", str(study)),
+                *("--config", str(config), "--by", "deployment-test"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def missing_binaries() -> list[str]:

@@ -21,6 +21,10 @@ from fedbone.federation.egress.outcome_rules import (
     cox_derivative_problems,
     survival_count_problems,
 )
+from fedbone.federation.egress.secagg_rules import (
+    public_key_problems,
+    secagg_array_problems,
+)
 from fedbone.federation.egress.synthetic_rules import (
     ReleaseCheck,
     audit_summary_problems,
@@ -448,8 +452,12 @@ def _check_record(
         if spec.rule is ValueRule.VERDICTS:
             images = request.arrays.get(SYNTHETIC_RECORD, {}).get("images")
             return verdict_problems(name, record, None if images is None else images[0])
+        if spec.rule in _SECAGG_ARRAYS:
+            return secagg_array_problems(name, record, spec.rule, request.arrays)
         return _check_mirrored_arrays(name, record, request)
     problems = _check_keys(name, record, spec, request.models)
+    if spec.rule is ValueRule.PUBLIC_KEYS and isinstance(record, ConfigRecord):
+        return problems + public_key_problems(name, record)
     if spec.rule in (ValueRule.SURVIVAL_COUNTS, ValueRule.NOISY_SURVIVAL_COUNTS):
         return problems + survival_count_problems(
             name,
@@ -476,6 +484,13 @@ def _check_record(
         else:
             problems += _check_config_value(where, value)
     return problems
+
+
+_SECAGG_ARRAYS = (
+    ValueRule.SECAGG_SHARES,
+    ValueRule.MASKED_INPUT,
+    ValueRule.UNMASK_SHARES,
+)
 
 
 def _cox_size_problems(name: str, record: Any, cox_model: str) -> list[Problem]:
