@@ -47,9 +47,16 @@ PRETRAIN_EPOCHS = 20
 
 
 def _study(
-    epsilon: float | None, *, narrow: bool, pretrain: bool, layers: str = "all"
+    epsilon: float | None,
+    *,
+    narrow: bool,
+    pretrain: bool,
+    layers: str = "all",
+    lr: float | None = None,
 ) -> StudyConfig:
     study = load_study_config(ROOT / "configs" / "dp.yaml")
+    if lr is not None:
+        study = replace(study, training=replace(study.training, lr=lr))
     assert study.simulation is not None and study.dp.classifier is not None
     model = replace(
         study.model,
@@ -80,10 +87,15 @@ def _study(
 
 
 def run_setting(
-    epsilon: float | None, *, narrow: bool, pretrain: bool, layers: str = "all"
+    epsilon: float | None,
+    *,
+    narrow: bool,
+    pretrain: bool,
+    layers: str = "all",
+    lr: float | None = None,
 ) -> dict[str, Any]:
     """Run one study; return its line."""
-    study = _study(epsilon, narrow=narrow, pretrain=pretrain, layers=layers)
+    study = _study(epsilon, narrow=narrow, pretrain=pretrain, layers=layers, lr=lr)
     assert study.simulation is not None
     if epsilon is not None:
         _fresh_ledgers(study.simulation.sites_dir)
@@ -97,6 +109,7 @@ def run_setting(
         "architecture": study.model.architecture,
         "pretrain_phantom_epochs": study.model.pretrain_phantom_epochs,
         "train_layers": "all" if epsilon is None else layers,
+        "lr": study.training.lr,
         "external_auc": external["auc"],
         "external_auc_ci": [external["auc_low"], external["auc_high"]],
         "site_epsilon": {
@@ -105,6 +118,68 @@ def run_setting(
         "budget_refusals": len(results.get("budget_refusals", [])),
         "seconds": seconds,
         "run_dir": str(outcome.run_dir.relative_to(ROOT)),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_info(),
+    }
+
+
+def pretrained_only() -> dict[str, Any]:
+    """Score the centre's phantom-pretrained model as it is (no site data, ε 0).
+
+    Simulation only: the benchmark reads the external sites' caches itself.
+    """
+    import numpy as np
+
+    from fedbone.classifier.local import labelled_rows, predict
+    from fedbone.classifier.pooled import train_spec_for
+    from fedbone.classifier.public_pretraining import (
+        PhantomPretraining,
+        pretrain_on_phantoms,
+    )
+    from fedbone.config.profiles import profile_spec
+    from fedbone.config.site import load_site_config
+    from fedbone.data.cache import SiteCache
+    from fedbone.models import ClassifierSpec, build_classifier
+    from fedbone.models.parameters import load_arrays
+    from fedbone.validation.delong import delong_ci
+
+    study = _study(None, narrow=True, pretrain=True)
+    assert study.simulation is not None
+    spec = ClassifierSpec(architecture=study.model.architecture, norm=study.model.norm)
+    started = time.perf_counter()
+    arrays = pretrain_on_phantoms(
+        spec,
+        profile_spec(study.simulation.profile),
+        study.task,
+        PhantomPretraining(epochs=PRETRAIN_EPOCHS),
+        train_spec_for(study.training, epochs=PRETRAIN_EPOCHS, seed=study.seed),
+        seed=study.seed,
+        work_dir=study.runs_dir / "pretrained",
+    )
+    model = build_classifier(spec)
+    load_arrays(model, arrays)
+    labels, scores = [], []
+    for site in ("C", "D", "E", "F"):
+        config = load_site_config(
+            study.simulation.sites_dir / f"site-{site}" / "site.yaml"
+        )
+        cache = SiteCache.open(config.data.cache_dir)
+        rows, y = labelled_rows(cache, study.task, "test")
+        labels.append(y)
+        scores.append(predict(model, cache, rows, device="cpu"))
+    auc = delong_ci(np.concatenate(labels), np.concatenate(scores))
+    return {
+        "epsilon": 0.0,
+        "architecture": study.model.architecture,
+        "pretrain_phantom_epochs": PRETRAIN_EPOCHS,
+        "train_layers": "none",
+        "lr": study.training.lr,
+        "external_auc": auc.value,
+        "external_auc_ci": [auc.low, auc.high],
+        "site_epsilon": {},
+        "budget_refusals": 0,
+        "seconds": time.perf_counter() - started,
+        "run_dir": "",
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine_info(),
     }
@@ -119,6 +194,7 @@ def _write_table() -> None:
             row["architecture"],
             row["pretrain_phantom_epochs"],
             row.get("train_layers", "all"),
+            row.get("lr", 0.003),
         )
         latest[key] = row
     ordered = sorted(
@@ -127,6 +203,7 @@ def _write_table() -> None:
             r["architecture"],
             r["pretrain_phantom_epochs"],
             r.get("train_layers", "all"),
+            -r.get("lr", 0.003),
             float("inf") if r["epsilon"] is None else r["epsilon"],
         ),
     )
@@ -141,12 +218,14 @@ def _write_table() -> None:
         f"centre's own phantom cohort (site-A profile, scale 0.1), {PRETRAIN_EPOCHS} "
         "epochs without DP; no site's budget is spent on it.",
         "",
-        "| model | start | DP trains | target ε | external AUC (95% CI) | sites' ε "
-        "| s | date |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | start | DP trains | lr | target ε | external AUC (95% CI) "
+        "| sites' ε | s | date |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in ordered:
         eps = "no DP" if row["epsilon"] is None else f"{row['epsilon']:g}"
+        if row.get("train_layers") == "none":
+            eps = "0 (the start alone: no site data)"
         spent = ", ".join(
             f"{site} {value:.2f}"
             for site, value in sorted(row["site_epsilon"].items())
@@ -160,6 +239,7 @@ def _write_table() -> None:
         low, high = row["external_auc_ci"]
         lines.append(
             f"| {row['architecture']} | {start} | {row.get('train_layers', 'all')} "
+            f"| {row.get('lr', 0.003):g} "
             f"| {eps} | {row['external_auc']:.3f} "
             f"({low:.3f}-{high:.3f}) | {spent or '-'} | {row['seconds']:.0f} "
             f"| {row['date']} |"
@@ -178,6 +258,12 @@ def main() -> None:
     parser.add_argument(
         "--layers", choices=("all", "head"), default="all", help="what DP-SGD trains"
     )
+    parser.add_argument("--lr", type=float, help="the sites' learning rate")
+    parser.add_argument(
+        "--pretrained-only",
+        action="store_true",
+        help="score the phantom-pretrained start as it is (no site data)",
+    )
     args = parser.parse_args()
     settings: list[float | None]
     if args.no_dp:
@@ -187,12 +273,18 @@ def main() -> None:
     else:
         settings = [None, *EPSILONS]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.pretrained_only:
+        with STORE.open("a") as out:
+            out.write(json.dumps(pretrained_only()) + "\n")
+        _write_table()
+        return
     for epsilon in settings:
         line = run_setting(
             epsilon,
             narrow=not args.wide,
             pretrain=not args.no_pretrain,
             layers=args.layers,
+            lr=args.lr,
         )
         with STORE.open("a") as out:
             out.write(json.dumps(line) + "\n")
