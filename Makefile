@@ -12,7 +12,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?=
 DEMO_CONFIG ?= configs/simulation.yaml
 
-.PHONY: install browser demo test test-fast lint bench clean
+.PHONY: install browser demo test test-fast lint bench images clean
 
 install: $(STAMP)
 
@@ -66,6 +66,11 @@ bench: install
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_local_epoch.py
 	$(PY) bench/bench_federation.py
+
+# The site (CPU) and centre images, built without a Docker daemon (buildah);
+# sizes go to bench/results/images.md. See docker/README.md.
+images:
+	docker/build_images.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,10 @@
 # then the project from its own pyproject.toml. The host needs the NVIDIA driver
 # and the NVIDIA container toolkit (docker run --gpus all).
 # Build from the repository root:  docker build -f docker/site-cuda.Dockerfile -t fedbone-site-cuda .
-FROM python:3.11-slim
+# BASE: any Debian-like image with Python 3.11 as `python` (make images builds
+# one from Debian's packages with debootstrap where no registry is reachable).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 ARG TORCH_VERSION=2.13.0
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 \
     NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -1,7 +1,10 @@
 # fedbone site image (CPU variant). Same install steps as `make install`:
 # the CPU build of torch first, then the project from its own pyproject.toml.
 # Build from the repository root:  docker build -f docker/site.Dockerfile -t fedbone-site .
-FROM python:3.11-slim
+# BASE: any Debian-like image with Python 3.11 as `python` (make images builds
+# one from Debian's packages with debootstrap where no registry is reachable).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 ARG TORCH_VERSION=2.13.0
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 RUN useradd --create-home --uid 10001 fedbone
@@ -10,9 +13,14 @@ COPY pyproject.toml README.md ./
 COPY fedbone ./fedbone
 COPY sites ./sites
 COPY server ./server
+# A local torch wheel in docker/wheels/ (make images puts one there when the
+# machine has it) is used first; otherwise the CPU index, as with make's
+# TORCH_CPU_INDEX.
+ARG TORCH_CPU_INDEX="--extra-index-url https://download.pytorch.org/whl/cpu"
+COPY docker/wheels /wheels
 RUN python -m pip install --upgrade pip \
  && python -m pip install "torch==${TORCH_VERSION}+cpu" \
-      --extra-index-url https://download.pytorch.org/whl/cpu \
+      --find-links /wheels ${TORCH_CPU_INDEX} \
  && python -m pip install .
 # Writable by any uid (sticky, like /tmp): compose may run the container as the
 # host user who owns the site's key and archive, not as uid 10001.
