@@ -31,8 +31,10 @@ ROUNDS = 3
 def _dying_after_replies(real: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap the per-round checkpoint so the centre 'dies' in round 2."""
 
-    def wrapped(run: Any, name: str, done: int) -> Callable[[int, Any], None]:
-        checkpoint = real(run, name, done)
+    def wrapped(
+        run: Any, name: str, done: int, best: Any = None
+    ) -> Callable[[int, Any], None]:
+        checkpoint = real(run, name, done, best)
 
         def dying(server_round: int, arrays: Any) -> None:
             if name == "federated" and done + server_round == 2:
