@@ -40,14 +40,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine_info
 
-from fedbone.classifier.folds import ensemble_scores, is_ensemble, unpack_ensemble
-from fedbone.classifier.local import labelled_rows, predict
+from fedbone.classifier.local import labelled_rows
 from fedbone.config.site import load_site_config
 from fedbone.config.study import load_study_config
 from fedbone.data.cache import SiteCache
-from fedbone.models import ClassifierSpec, build_classifier
-from fedbone.models.parameters import load_arrays
+from fedbone.models import ClassifierSpec
 from fedbone.validation.delong import delong_ci, delong_paired_test
+from fedbone.validation.site import score_models_with_members
 from server.simulation import simulate_study
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,33 +104,32 @@ def _study(arm: str) -> dict[str, Any]:
 def _external_scores(
     run_dir: Path, study: dict[str, Any], names: list[str]
 ) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
-    """Each model's probability per external scan id (simulation only)."""
+    """Each model's probability per external scan id (simulation only).
+
+    Scored as the sites score them (:func:`score_models_with_members`: an
+    ensemble by its members' mean probability).
+    """
     spec = ClassifierSpec(
         architecture=study["model"]["architecture"],
         norm=study["model"]["norm"],
         in_channels=study["model"]["in_channels"],
     )
+    models = {}
+    for name in names:
+        with np.load(run_dir / "models" / f"{name}.npz") as stored:
+            models[name] = {key: stored[key] for key in stored.files}
     sites_dir = Path(study["simulation"]["sites_dir"])
     labels: dict[str, int] = {}
     scores: dict[str, dict[str, float]] = {name: {} for name in names}
-    for name in names:
-        with np.load(run_dir / "models" / f"{name}.npz") as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        members = unpack_ensemble(arrays) if is_ensemble(arrays) else [arrays]
-        for site in EXTERNAL:
-            config = load_site_config(sites_dir / f"site-{site}" / "site.yaml")
-            cache = SiteCache.open(config.data.cache_dir)
-            rows, y = labelled_rows(cache, "bm", "test")
-            each = []
-            for member in members:
-                model = build_classifier(spec)
-                load_arrays(model, member)
-                each.append(predict(model, cache, rows, device="cpu"))
-            p = ensemble_scores(np.stack(each)).mean_probability
-            for row, label, value in zip(rows, y, p, strict=True):
-                key = f"{site}/{cache.index[row].scan_id}"
-                labels[key] = int(label)
-                scores[name][key] = float(value)
+    for site in EXTERNAL:
+        config = load_site_config(sites_dir / f"site-{site}" / "site.yaml")
+        cache = SiteCache.open(config.data.cache_dir)
+        rows, _ = labelled_rows(cache, "bm", "test")
+        scored = score_models_with_members(cache, "bm", spec, models, "test")
+        keys = [f"{site}/{cache.index[row].scan_id}" for row in rows]
+        labels.update(zip(keys, scored.labels.tolist(), strict=True))
+        for name in names:
+            scores[name].update(zip(keys, scored.scores[name].tolist(), strict=True))
     return labels, scores
 
 

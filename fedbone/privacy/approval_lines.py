@@ -28,7 +28,13 @@ from typing import Any
 from fedbone.errors import Problem
 from fedbone.file_lock import exclusive_lock
 from fedbone.privacy.errors import ApprovalsTampered
-from fedbone.privacy.ledger import GENESIS_HASH, ChainHead, HeadFile, head_path_for
+from fedbone.privacy.ledger import (
+    GENESIS_HASH,
+    ChainHead,
+    HeadFile,
+    canonical_json,
+    head_path_for,
+)
 from fedbone.security.site_secret import SiteSecret
 
 __all__ = ["APPROVALS_MAC_PURPOSE", "APPROVE", "REVOKE", "ApprovalLines"]
@@ -223,34 +229,6 @@ class ApprovalLines:
             )
         return [Problem(code, f"{text}; {_RECOVER}", where) for code, text in found]
 
-    def _append(
-        self,
-        lines: list[dict[str, Any]],
-        action: str,
-        study: str,
-        approval_sha256: str,
-        by: str,
-        terms: Mapping[str, Any],
-    ) -> None:
-        line: dict[str, Any] = {
-            "seq": len(lines),
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-            "action": action,
-            "study": study,
-            "approval-sha256": approval_sha256,
-            **terms,
-            "by": by,
-            "prev": lines[-1]["sha256"] if lines else GENESIS_HASH,
-        }
-        line["mac"] = self.secret.mac(APPROVALS_MAC_PURPOSE, _mac_data(line))
-        line["sha256"] = _hash(line)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as stream:
-            stream.write(_canonical(line) + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        self._head.write(ChainHead(len(lines) + 1, line["sha256"]))
-
     def append(
         self, lines: list[dict[str, Any]], action: str, fields: Mapping[str, Any]
     ) -> None:
@@ -276,7 +254,7 @@ class ApprovalLines:
         line["sha256"] = _hash(line)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as stream:
-            stream.write(_canonical(line) + "\n")
+            stream.write(canonical_json(line) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
         self._head.write(ChainHead(len(lines) + 1, line["sha256"]))
@@ -301,21 +279,11 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return line
 
 
-def _canonical(content: Mapping[str, Any]) -> str:
-    return json.dumps(
-        content,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-        allow_nan=False,
-    )
-
-
 def _hash(line: Mapping[str, Any]) -> str:
     content = {k: v for k, v in line.items() if k != "sha256"}
-    return hashlib.sha256(_canonical(content).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
 def _mac_data(line: Mapping[str, Any]) -> bytes:
     content = {k: v for k, v in line.items() if k not in ("sha256", "mac")}
-    return b"approval|" + _canonical(content).encode("utf-8")
+    return b"approval|" + canonical_json(content).encode("utf-8")

@@ -98,6 +98,7 @@ __all__ = [
     "PrivacyLedger",
     "Spending",
     "StreamSpending",
+    "canonical_json",
     "head_path_for",
     "replace_atomically",
 ]
@@ -246,7 +247,7 @@ class HeadFile:
         content: dict[str, Any] = {"count": head.count, "sha256": head.sha256}
         if self.secret is not None:
             content["mac"] = self.secret.mac(self.purpose, self._mac_data(head))
-        replace_atomically(self.path, _canonical(content))
+        replace_atomically(self.path, canonical_json(content))
 
     @staticmethod
     def _mac_data(head: ChainHead) -> bytes:
@@ -771,7 +772,7 @@ class PrivacyLedger:
 
     def _append(self, entry: LedgerEntry) -> None:
         with open(self.path, "a", encoding="utf-8") as ledger:
-            ledger.write(_canonical(_line_content(entry)) + "\n")
+            ledger.write(canonical_json(_line_content(entry)) + "\n")
             ledger.flush()
             os.fsync(ledger.fileno())
 
@@ -816,7 +817,7 @@ def _parse_entry(line: bytes, where: str) -> LedgerEntry | list[Problem]:
         or (name == "delta" and raw[name] >= 1)
     ]
     try:
-        _canonical(raw["details"])
+        canonical_json(raw["details"])
     except (TypeError, ValueError):
         problems.append(
             Problem(
@@ -925,7 +926,7 @@ def _field_problems(
         if not isinstance(value, str) or not _KEBAB.match(value)
     ]
     try:
-        _canonical(details)
+        canonical_json(details)
         valid = len(details) <= _MAX_DETAILS and all(
             isinstance(k, str) for k in details
         )
@@ -943,7 +944,8 @@ def _field_problems(
     return problems
 
 
-def _canonical(content: Mapping[str, Any]) -> str:
+def canonical_json(content: Mapping[str, Any]) -> str:
+    """Return ``content`` as the one JSON text its hashes and MACs are taken of."""
     return json.dumps(
         content,
         sort_keys=True,
@@ -971,11 +973,11 @@ def _hashed_content(entry: LedgerEntry) -> dict[str, Any]:
 def _entry_mac_data(content: Mapping[str, Any]) -> bytes:
     """Return what an entry's MAC covers: the line less ``sha256`` and ``mac``."""
     unkeyed = {k: v for k, v in content.items() if k not in ("sha256", "mac")}
-    return b"entry|" + _canonical(unkeyed).encode("utf-8")
+    return b"entry|" + canonical_json(unkeyed).encode("utf-8")
 
 
 def _entry_hash(content: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_canonical(content).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
 def _is_real(value: object) -> bool:

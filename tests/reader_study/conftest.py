@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fedbone.reader_study.kit import ReaderSet, make_reader_set
+from fedbone.reader_study.web import ReaderStudyServer, make_server
 
 SHAPE = (16, 8)
 
@@ -42,3 +44,17 @@ def tiny_set(tmp_path: Path) -> Callable[..., ReaderSet]:
         )
 
     return make
+
+
+@pytest.fixture
+def served(tiny_set: Callable[..., ReaderSet]) -> Iterator[ReaderStudyServer]:
+    """A tiny set's reading page, served on a free loopback port in a thread."""
+    server = make_server(tiny_set().folder)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)

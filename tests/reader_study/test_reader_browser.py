@@ -6,7 +6,6 @@ both, so Selenium Manager never looks for (or downloads) a browser.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from fedbone.reader_study.answers import AnswerStore
-from fedbone.reader_study.kit import ReaderSet, load_key
+from fedbone.reader_study.kit import load_key
 from fedbone.reader_study.results import write_results
-from fedbone.reader_study.web import ReaderStudyServer, make_server
+from fedbone.reader_study.web import ReaderStudyServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -31,19 +30,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 Clicked = dict[str, tuple[str, str]]
-
-
-@pytest.fixture
-def served(tiny_set: Callable[..., ReaderSet]) -> Iterator[ReaderStudyServer]:
-    server = make_server(tiny_set().folder)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture

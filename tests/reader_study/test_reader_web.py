@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,19 +25,6 @@ PAGE_IDS = (
     "progress",
     "done",
 )
-
-
-@pytest.fixture
-def served(tiny_set: Callable[..., ReaderSet]) -> Iterator[ReaderStudyServer]:
-    server = make_server(tiny_set().folder)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 def _request(
